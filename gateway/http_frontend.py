@@ -1,0 +1,178 @@
+"""REST frontend (FastAPI): Caikit's task routes, /health and /info, errors via the one table."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import __version__
+from gateway import http_convert as convert
+from gateway import http_schemas as schemas
+from gateway.core import RequestContext, TaskService
+from gateway.errors import InvalidInput, PayloadTooLarge, TaskgateError, internal, new_request_id
+from gateway.info import models_info, runtime_info
+from gateway.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+Json = dict[str, Any]
+
+
+def error_response(exc: TaskgateError, request_id: str) -> JSONResponse:
+    status = exc.wire.http
+    headers = {REQUEST_ID_HEADER: request_id}
+    if exc.retry_after_s is not None:
+        headers["retry-after"] = str(int(max(1, exc.retry_after_s)))
+    body = {"details": exc.message, "code": status, "id": request_id}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    return request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before they are buffered whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(too_large, new_request_id())(scope, receive, send)
+                return
+        seen = 0
+        refused = False
+
+        async def limited() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit and not refused:
+                refused = True
+                await error_response(too_large, new_request_id())(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited, guarded)
+
+
+def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
+    app = FastAPI(
+        title="Taskgate",
+        version=__version__,
+        description="Task-level text APIs (Caikit-compatible routes).",
+    )
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+
+    @app.exception_handler(TaskgateError)
+    async def on_taskgate_error(request: Request, exc: TaskgateError) -> JSONResponse:
+        return error_response(exc, _request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+        )
+        return error_response(InvalidInput(f"invalid request: {problems}"), _request_id(request))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = _request_id(request)
+        log.error("unhandled error (request id %s)", request_id, exc_info=exc)
+        return error_response(internal(request_id), request_id)
+
+    def ctx(request: Request) -> RequestContext:
+        return RequestContext(request_id=_request_id(request))
+
+    @app.get("/health", response_class=PlainTextResponse)
+    async def health() -> str:
+        return "OK"
+
+    @app.get("/info/version")
+    async def info_version() -> Json:
+        return runtime_info()
+
+    @app.get("/info/models")
+    async def info_models() -> Json:
+        return {"models": models_info(core.registry)}
+
+    @app.post("/api/v1/task/embedding")
+    async def embedding(body: schemas.EmbeddingRequest, request: Request) -> Json:
+        p = body.parameters
+        out = await core.embed(ctx(request), body.model_id, [body.inputs], p.truncate_input_tokens)
+        return convert.embedding(out)
+
+    @app.post("/api/v1/task/embedding-tasks")
+    async def embedding_tasks(body: schemas.EmbeddingTasksRequest, request: Request) -> Json:
+        p = body.parameters
+        out = await core.embed(ctx(request), body.model_id, body.inputs, p.truncate_input_tokens)
+        return convert.embeddings(out)
+
+    @app.post("/api/v1/task/sentence-similarity")
+    async def sentence_similarity(body: schemas.SimilarityRequest, request: Request) -> Json:
+        i, p = body.inputs, body.parameters
+        out = await core.similarity(
+            ctx(request), body.model_id, [i.source_sentence], i.sentences, p.truncate_input_tokens
+        )
+        return convert.similarity(out)
+
+    @app.post("/api/v1/task/sentence-similarity-tasks")
+    async def sentence_similarity_tasks(body: schemas.SimilarityTasksRequest, request: Request) -> Json:
+        i, p = body.inputs, body.parameters
+        out = await core.similarity(
+            ctx(request), body.model_id, i.source_sentences, i.sentences, p.truncate_input_tokens
+        )
+        return convert.similarities(out)
+
+    @app.post("/api/v1/task/rerank")
+    async def rerank(body: schemas.RerankRequest, request: Request) -> Json:
+        i, p = body.inputs, body.parameters
+        out = await core.rerank(
+            ctx(request), body.model_id, [i.query], i.documents,
+            top_n=p.top_n,
+            truncate=p.truncate_input_tokens,
+            return_documents=p.return_documents is not False,
+            return_query=p.return_query is not False,
+            return_text=p.return_text is not False,
+        )
+        return convert.rerank(out)
+
+    @app.post("/api/v1/task/rerank-tasks")
+    async def rerank_tasks(body: schemas.RerankTasksRequest, request: Request) -> Json:
+        i, p = body.inputs, body.parameters
+        out = await core.rerank(
+            ctx(request), body.model_id, i.queries, i.documents,
+            top_n=p.top_n,
+            truncate=p.truncate_input_tokens,
+            return_documents=p.return_documents is not False,
+            return_query=p.return_queries is not False,
+            return_text=p.return_text is not False,
+        )
+        return convert.reranks(out)
+
+    @app.post("/api/v1/task/tokenization")
+    async def tokenization(body: schemas.TextRequest, request: Request) -> Json:
+        return convert.tokenization(await core.tokenize(ctx(request), body.model_id, body.inputs))
+
+    @app.post("/api/v1/task/text-classification")
+    async def text_classification(body: schemas.TextRequest, request: Request) -> Json:
+        return convert.classification(await core.classify(ctx(request), body.model_id, body.inputs))
+
+    return app

@@ -1,0 +1,101 @@
+"""Checked-in JSON schemas of the REST task API (Caikit's shapes): pydantic request models.
+
+``inputs`` holds the task's required parameter, or an object of them when there are several;
+``parameters`` holds the optional ones. Unknown keys are refused, so a typo is an error
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParameters(_Strict):
+    pass
+
+
+class TruncateParameters(_Strict):
+    truncate_input_tokens: int | None = Field(
+        None,
+        description="0 or unset: refuse input longer than the model's limit; "
+        "N > 0: truncate to N tokens; < 0: truncate to the model's limit",
+    )
+
+
+class RerankParameters(TruncateParameters):
+    top_n: int | None = Field(None, description="keep the best N documents (unset or 0: all)")
+    return_documents: bool | None = Field(None, description="include each document (default true)")
+    return_query: bool | None = Field(None, description="include the query (default true)")
+    return_text: bool | None = Field(None, description="include each document's text (default true)")
+
+
+class RerankTasksParameters(TruncateParameters):
+    top_n: int | None = Field(None, description="keep the best N documents (unset or 0: all)")
+    return_documents: bool | None = Field(None, description="include each document (default true)")
+    return_queries: bool | None = Field(None, description="include the queries (default true)")
+    return_text: bool | None = Field(None, description="include each document's text (default true)")
+
+
+class _TaskRequest(_Strict):
+    model_id: str = Field(..., description="the model to run, as listed by /info/models")
+
+
+class EmbeddingRequest(_TaskRequest):
+    inputs: str
+    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+
+
+class EmbeddingTasksRequest(_TaskRequest):
+    inputs: list[str]
+    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+
+
+class SimilarityInputs(_Strict):
+    source_sentence: str
+    sentences: list[str]
+
+
+class SimilarityRequest(_TaskRequest):
+    inputs: SimilarityInputs
+    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+
+
+class SimilarityTasksInputs(_Strict):
+    source_sentences: list[str]
+    sentences: list[str]
+
+
+class SimilarityTasksRequest(_TaskRequest):
+    inputs: SimilarityTasksInputs
+    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+
+
+class RerankInputs(_Strict):
+    query: str
+    documents: list[dict[str, Any]] = Field(..., description="objects with a 'text' field")
+
+
+class RerankRequest(_TaskRequest):
+    inputs: RerankInputs
+    parameters: RerankParameters = Field(default_factory=RerankParameters)
+
+
+class RerankTasksInputs(_Strict):
+    queries: list[str]
+    documents: list[dict[str, Any]] = Field(..., description="objects with a 'text' field")
+
+
+class RerankTasksRequest(_TaskRequest):
+    inputs: RerankTasksInputs
+    parameters: RerankTasksParameters = Field(default_factory=RerankTasksParameters)
+
+
+class TextRequest(_TaskRequest):
+    inputs: str
+    parameters: NoParameters = Field(default_factory=NoParameters)

@@ -1,0 +1,130 @@
+"""Settings: parsed once in ``main()`` from flags and the environment into frozen objects.
+
+Nothing here runs at import time. Every setting has a flag and an environment variable
+(``TASKGATE_<NAME>``); a flag wins over the environment, the environment over the default.
+Components receive the narrow slice they need (``ServerSettings``, ``ThreadSettings``,
+``InputLimits``), never the whole object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtimes.base import ThreadSettings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    grpc_port: int = 8085
+    http_port: int = 8080
+    max_request_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be within 0..65535, got {port}")
+        if self.max_request_bytes < 1024:
+            raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes}")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Per-request input limits; anything larger is refused with PAYLOAD_TOO_LARGE."""
+
+    max_inputs: int = 256
+    max_text_chars: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.max_inputs < 1 or self.max_text_chars < 1:
+            raise ValueError("max_inputs and max_text_chars must be positive")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_store: Path = Path("model-store")
+    preload: tuple[str, ...] = ()
+    server: ServerSettings = field(default_factory=ServerSettings)
+    runtime: ThreadSettings = field(default_factory=ThreadSettings)
+    limits: InputLimits = field(default_factory=InputLimits)
+
+
+# (flag, type, help, settings slice, attribute); the env name is derived from the flag
+_OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
+    ("host", str, "address both servers bind to", "server", "host"),
+    ("grpc-port", int, "gRPC port (Caikit's default 8085)", "server", "grpc_port"),
+    ("http-port", int, "HTTP port (Caikit's default 8080)", "server", "http_port"),
+    ("max-request-bytes", int, "largest request body accepted", "server", "max_request_bytes"),
+    ("log-level", str, "logging level", "server", "log_level"),
+    ("intra-op-threads", int, "threads inside one model call", "runtime", "intra_op_threads"),
+    ("inter-op-threads", int, "threads across graph branches", "runtime", "inter_op_threads"),
+    ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),
+    ("max-inputs", int, "most texts / documents in one request", "limits", "max_inputs"),
+    ("max-text-chars", int, "longest text accepted, in characters", "limits", "max_text_chars"),
+)
+
+
+def env_name(flag: str) -> str:
+    return "TASKGATE_" + flag.upper().replace("-", "_")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every setting as a flag; defaults are resolved later, in ``from_args``."""
+    parser.add_argument(
+        "--model-store",
+        help=f"directory of model folders (env {env_name('model-store')}, default ./model-store)",
+    )
+    parser.add_argument(
+        "--preload",
+        help=f"comma-separated model ids to load at start-up (env {env_name('preload')})",
+    )
+    for flag, kind, text, _, _ in _OPTIONS:
+        parser.add_argument(f"--{flag}", type=kind, help=f"{text} (env {env_name(flag)})")
+
+
+def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Resolve flag > environment > default into one frozen ``Settings``."""
+
+    def pick(flag: str) -> Any:
+        value = getattr(args, flag.replace("-", "_"), None)
+        if value is not None:
+            return value
+        return environ.get(env_name(flag))
+
+    slices: dict[str, dict[str, Any]] = {"server": {}, "runtime": {}, "limits": {}}
+    for flag, kind, _, dest, attr in _OPTIONS:
+        raw = pick(flag)
+        if raw is None:
+            continue
+        try:
+            slices[dest][attr] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"{env_name(flag)} / --{flag}: {raw!r} is not a valid {kind.__name__}") from exc
+    store = pick("model-store")
+    preload = pick("preload")
+    return Settings(
+        model_store=Path(store) if store else Path("model-store"),
+        preload=_split(preload),
+        server=ServerSettings(**slices["server"]),
+        runtime=ThreadSettings(**slices["runtime"]),
+        limits=InputLimits(**slices["limits"]),
+    )
+
+
+def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="taskgate serve")
+    add_arguments(parser)
+    return from_args(parser.parse_args(argv), os.environ if environ is None else environ)
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())

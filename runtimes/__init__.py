@@ -1,0 +1,1 @@
+"""Model runtimes: one small interface and the engines that implement it."""

@@ -1,0 +1,86 @@
+"""The runtime interface: load, size in bytes, run a batch, unload.
+
+A runtime owns one model's weights and its execution engine. It is synchronous and
+thread-safe for ``run_batch``; the gateway calls it from worker threads, never on the event
+loop. Engines implement the abstract methods; nothing here imports a heavy library.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+BatchT = TypeVar("BatchT")
+OutputT = TypeVar("OutputT")
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    """Thread counts for model execution; workers x intra-op threads should not exceed the cores."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    model_workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("intra_op_threads", "inter_op_threads", "model_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class Runtime(abc.ABC, Generic[BatchT, OutputT]):
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Bring the model into memory (may build or fetch artefacts first)."""
+
+    @abc.abstractmethod
+    def size_bytes(self) -> int:
+        """Memory the loaded model holds, in bytes (an estimate before ``load``)."""
+
+    @abc.abstractmethod
+    def run_batch(self, batch: BatchT) -> OutputT:
+        """Run one batch; the output has one row per input row, in order."""
+
+    @abc.abstractmethod
+    def unload(self) -> None:
+        """Release the model; ``load`` may be called again afterwards."""
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """Encoder inputs for a batch of texts, padded to the longest row."""
+
+    input_ids: np.ndarray  # int64 [rows, tokens]
+    attention_mask: np.ndarray  # int64 [rows, tokens]
+    token_type_ids: np.ndarray  # int64 [rows, tokens]
+    token_counts: tuple[int, ...]  # real (unpadded) tokens of each row
+
+    @property
+    def rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    start: int
+    end: int
+
+
+class EncoderRuntime(Runtime[TokenizedBatch, np.ndarray]):
+    """An encoder: texts in, one vector per text out (pooled embedding or class logits)."""
+
+    head: str  # "embedding" or "classification"
+    labels: tuple[str, ...]  # class labels, empty for an embedding head
+    max_tokens: int  # longest sequence the model accepts, special tokens included
+
+    @abc.abstractmethod
+    def tokenize(self, texts: list[str], truncate_to: int | None) -> TokenizedBatch:
+        """Tokenize; ``truncate_to`` None means refuse (raise) over-long input."""
+
+    @abc.abstractmethod
+    def tokens(self, text: str) -> list[Token]:
+        """The tokens of one text with character offsets, special tokens left out."""

@@ -1,0 +1,31 @@
+"""Runtime names used in model manifests, mapped to their engines (imported on demand)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtimes.base import Runtime, ThreadSettings
+
+
+class RuntimeFactory(Protocol):
+    def __call__(
+        self, *, source: Path, work_dir: Path, options: dict[str, Any], threads: ThreadSettings
+    ) -> Runtime[Any, Any]: ...
+
+
+# manifest "runtime" value -> "module:attribute" of its factory
+RUNTIMES: dict[str, str] = {
+    "onnx-encoder": "runtimes.onnx_encoder:OnnxEncoder",
+}
+
+
+def factory_for(name: str) -> RuntimeFactory:
+    try:
+        target = RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(sorted(RUNTIMES))}") from None
+    module_name, attribute = target.split(":")
+    factory: RuntimeFactory = getattr(importlib.import_module(module_name), attribute)
+    return factory

@@ -1,0 +1,195 @@
+"""ONNX Runtime encoder: embeddings (sentence-transformers pooling) and sequence classification.
+
+The model folder is a Hugging Face folder (optionally with sentence-transformers' modules.json,
+1_Pooling/ and sentence_bert_config.json). It is exported once with Optimum and cached; the
+tokenizer is the folder's ``tokenizer.json`` run by the ``tokenizers`` library directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch
+
+log = logging.getLogger(__name__)
+
+
+class InputTooLong(ValueError):
+    """A text has more tokens than allowed and truncation was not requested."""
+
+
+class OnnxEncoder(EncoderRuntime):
+    def __init__(
+        self, *, source: Path, work_dir: Path, options: dict[str, Any], threads: ThreadSettings
+    ) -> None:
+        self._source = source
+        self._work_dir = work_dir
+        self._threads = threads
+        config = _read_json(source / "config.json")
+        architectures = config.get("architectures") or []
+        is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+        self.head = "classification" if is_classifier else "embedding"
+        self.labels = _labels(config) if is_classifier else ()
+        self._multi_label = config.get("problem_type") == "multi_label_classification"
+        self.max_tokens = int(options.get("max_tokens") or _max_tokens(source, config))
+        self._pooling = _pooling_mode(source)
+        self._normalize = _has_normalize(source)
+        self._session: Any = None
+        self._input_names: tuple[str, ...] = ()
+        self._tokenizers: OrderedDict[int, Any] = OrderedDict()
+        self._tokenizer_lock = threading.Lock()
+        self._size = 0
+
+    # -- Runtime -------------------------------------------------------------------------
+    def load(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from runtimes.onnx_export import export_cached
+
+        task = "text-classification" if self.head == "classification" else "feature-extraction"
+        folder = export_cached(self._source, self._work_dir, task)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads.intra_op_threads
+        options.inter_op_num_threads = self._threads.inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        model_path = folder / "model.onnx"
+        self._session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input_names = tuple(i.name for i in self._session.get_inputs())
+        base = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        base.no_truncation()
+        base.no_padding()
+        self._base_tokenizer = base
+        self._tokenizers.clear()
+        self._size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+    def size_bytes(self) -> int:
+        if self._size:
+            return self._size
+        return sum(p.stat().st_size for p in self._source.rglob("*") if p.is_file())
+
+    def unload(self) -> None:
+        self._session = None
+        self._tokenizers.clear()
+
+    def run_batch(self, batch: TokenizedBatch) -> np.ndarray:
+        if self._session is None:
+            raise RuntimeError("model is not loaded")
+        feeds = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        outputs = self._session.run(None, {name: feeds[name] for name in self._input_names})
+        first = np.asarray(outputs[0], dtype=np.float32)
+        if self.head == "classification":
+            return _probabilities(first, self._multi_label)
+        return self._pool(first, batch.attention_mask)
+
+    # -- EncoderRuntime ------------------------------------------------------------------
+    def tokenize(self, texts: list[str], truncate_to: int | None) -> TokenizedBatch:
+        limit = self.max_tokens if truncate_to is None else max(2, min(truncate_to, self.max_tokens))
+        encodings = self._tokenizer(limit).encode_batch(texts)
+        if truncate_to is None:
+            for index, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    raise InputTooLong(
+                        f"input {index} is longer than the model's limit of {self.max_tokens} "
+                        "tokens; shorten it or set truncate_input_tokens to truncate it"
+                    )
+        return TokenizedBatch(
+            input_ids=np.array([e.ids for e in encodings], dtype=np.int64),
+            attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            token_type_ids=np.array([e.type_ids for e in encodings], dtype=np.int64),
+            token_counts=tuple(int(sum(e.attention_mask)) for e in encodings),
+        )
+
+    def tokens(self, text: str) -> list[Token]:
+        encoding = self._base_tokenizer.encode(text)
+        return [
+            Token(text=text[start:end], start=start, end=end)
+            for (start, end), special in zip(encoding.offsets, encoding.special_tokens_mask)
+            if not special
+        ]
+
+    # -- helpers -------------------------------------------------------------------------
+    def _tokenizer(self, limit: int) -> Any:
+        """A tokenizer truncating at ``limit`` and padding to the longest row (cached per limit)."""
+        with self._tokenizer_lock:
+            tokenizer = self._tokenizers.get(limit)
+            if tokenizer is None:
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_str(self._base_tokenizer.to_str())
+                tokenizer.enable_truncation(max_length=limit)
+                tokenizer.enable_padding()
+                self._tokenizers[limit] = tokenizer
+                if len(self._tokenizers) > 16:
+                    self._tokenizers.popitem(last=False)
+            else:
+                self._tokenizers.move_to_end(limit)
+            return tokenizer
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._pooling == "cls":
+            pooled = hidden[:, 0, :]
+        else:
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        if self._normalize:
+            pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return pooled.astype(np.float32)
+
+
+def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def _labels(config: dict[str, Any]) -> tuple[str, ...]:
+    id2label = config.get("id2label") or {}
+    return tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+
+
+def _max_tokens(source: Path, config: dict[str, Any]) -> int:
+    st_config = _read_json(source / "sentence_bert_config.json")
+    if st_config.get("max_seq_length"):
+        return int(st_config["max_seq_length"])
+    tokenizer_max = _read_json(source / "tokenizer_config.json").get("model_max_length")
+    positions = int(config.get("max_position_embeddings") or 512)
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < positions:
+        return tokenizer_max
+    return positions
+
+
+def _pooling_mode(source: Path) -> str:
+    pooling = _read_json(source / "1_Pooling" / "config.json")
+    return "cls" if pooling.get("pooling_mode_cls_token") else "mean"
+
+
+def _has_normalize(source: Path) -> bool:
+    modules = (source / "modules.json")
+    if not modules.is_file():
+        return False
+    entries = json.loads(modules.read_text())
+    return any(str(m.get("type", "")).endswith("Normalize") for m in entries)

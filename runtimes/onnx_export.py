@@ -1,0 +1,87 @@
+"""Export a Hugging Face model folder to ONNX with Optimum, cached by source fingerprint.
+
+The export lives in ``<work_dir>/onnx-<task>/``, beside a ``fingerprint.json`` naming the
+source's content hash, the task and the exporter versions. When any of those changes the model
+is exported again; the new export is written to a temporary folder and renamed into place, so
+a crash never leaves a half-written export that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT = "fingerprint.json"
+
+
+def source_fingerprint(source: Path) -> str:
+    """sha256 over every file's relative path and content (hidden files excluded)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = path.relative_to(source).as_posix()
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        digest.update(relative.encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _expected(source: Path, task: str) -> dict[str, str]:
+    import optimum.version
+    import transformers
+
+    return {
+        "source_sha256": source_fingerprint(source),
+        "task": task,
+        "optimum": optimum.version.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def export_cached(source: Path, work_dir: Path, task: str) -> Path:
+    """Return a folder holding ``model.onnx`` and the tokenizer files for ``source``."""
+    target = work_dir / f"onnx-{task}"
+    expected = _expected(source, task)
+    stamp = target / FINGERPRINT
+    if stamp.is_file() and (target / "model.onnx").is_file():
+        try:
+            if json.loads(stamp.read_text()) == expected:
+                return target
+        except (OSError, ValueError):
+            pass
+        log.info("source or exporter changed; exporting %s again", source)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".onnx-{task}-", dir=work_dir))
+    try:
+        _export(source, staging, task)
+        (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
+        old = work_dir / f".old-onnx-{task}-{os.getpid()}"
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _export(source: Path, output: Path, task: str) -> None:
+    from optimum.exporters.onnx import main_export
+
+    log.info("exporting %s to ONNX (%s)", source, task)
+    main_export(
+        str(source),
+        output=str(output),
+        task=task,
+        library_name="transformers",
+        do_validation=False,
+    )
