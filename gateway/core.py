@@ -7,9 +7,10 @@ here knows about a transport. Model work runs in a small thread pool, never on t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from gateway import __version__
 from gateway.errors import (
     DeadlineExceeded,
     InvalidInput,
+    Overloaded,
     PayloadTooLarge,
     TaskgateError,
     TaskNotSupported,
@@ -36,7 +38,7 @@ from gateway.results import (
     TokenizationOutput,
     TokenOutput,
 )
-from gateway.settings import InputLimits
+from gateway.settings import RequestLimits
 from gateway.tasks import Task
 from runtimes.base import EncoderRuntime, ThreadSettings
 from runtimes.onnx_encoder import InputTooLong
@@ -53,10 +55,11 @@ class RequestContext:
 
 
 class TaskService:
-    def __init__(self, registry: ModelRegistry, limits: InputLimits, threads: ThreadSettings) -> None:
+    def __init__(self, registry: ModelRegistry, limits: RequestLimits, threads: ThreadSettings) -> None:
         self.registry = registry
         self._limits = limits
         self._executor = ThreadPoolExecutor(threads.model_workers, thread_name_prefix="model")
+        self._inflight: dict[str, int] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -67,7 +70,7 @@ class TaskService:
     ) -> EmbeddingOutput:
         self._check_texts(texts, "text")
         model, encoder = await self._encoder(model_id, Task.EMBEDDING)
-        vectors, tokens = await self._encode(ctx, encoder, list(texts), truncate)
+        vectors, tokens = await self._encode(ctx, model, encoder, list(texts), truncate)
         return EmbeddingOutput(list(vectors), tokens, _producer(model))
 
     async def similarity(
@@ -81,7 +84,7 @@ class TaskService:
         self._check_texts(sources, "source_sentence")
         self._check_texts(sentences, "sentences")
         model, encoder = await self._encoder(model_id, Task.SENTENCE_SIMILARITY)
-        vectors, tokens = await self._encode(ctx, encoder, [*sources, *sentences], truncate)
+        vectors, tokens = await self._encode(ctx, model, encoder, [*sources, *sentences], truncate)
         scores = vectors[: len(sources)] @ vectors[len(sources) :].T
         return SimilarityOutput([row.tolist() for row in scores], tokens, _producer(model))
 
@@ -104,7 +107,7 @@ class TaskService:
         if top_n is not None and top_n < 0:
             raise InvalidInput(f"top_n must not be negative, got {top_n}")
         model, encoder = await self._encoder(model_id, Task.RERANK)
-        vectors, tokens = await self._encode(ctx, encoder, [*queries, *texts], truncate)
+        vectors, tokens = await self._encode(ctx, model, encoder, [*queries, *texts], truncate)
         scores = vectors[: len(queries)] @ vectors[len(queries) :].T
         keep = len(texts) if not top_n else min(top_n, len(texts))
         ranked = []
@@ -126,8 +129,8 @@ class TaskService:
 
     async def tokenize(self, ctx: RequestContext, model_id: str, text: str) -> TokenizationOutput:
         self._check_texts([text], "text")
-        _, encoder = await self._encoder(model_id, Task.TOKENIZATION)
-        tokens = await self._call(ctx, encoder.tokens, text)
+        model, encoder = await self._encoder(model_id, Task.TOKENIZATION)
+        tokens = await self._call(ctx, model.model_id, encoder.tokens, text)
         out = [TokenOutput(t.text, t.start, t.end) for t in tokens]
         return TokenizationOutput(out, len(out))
 
@@ -136,13 +139,29 @@ class TaskService:
     ) -> ClassificationOutput:
         self._check_texts([text], "text")
         model, encoder = await self._encoder(model_id, Task.TEXT_CLASSIFICATION)
-        probabilities, _ = await self._encode(ctx, encoder, [text], truncate)
+        probabilities, _ = await self._encode(ctx, model, encoder, [text], truncate)
         row = probabilities[0]
         order = np.argsort(-row, kind="stable")
         labels = [(encoder.labels[i], float(row[i])) for i in order]
         return ClassificationOutput(labels, _producer(model))
 
     # -- helpers -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _admitted(self, model_id: str) -> Iterator[None]:
+        """Bound the requests in flight per model; beyond the bound, shed at once."""
+        count = self._inflight.get(model_id, 0)
+        limit = self._limits.max_inflight_per_model
+        if count >= limit:
+            raise Overloaded(
+                f"model {model_id!r} already has {count} requests in flight (limit {limit}); retry shortly",
+                retry_after_s=1.0,
+            )
+        self._inflight[model_id] = count + 1
+        try:
+            yield
+        finally:
+            self._inflight[model_id] -= 1
+
     def _check_texts(self, texts: Sequence[str], name: str) -> None:
         if len(texts) == 0:
             raise InvalidInput(f"'{name}' must hold at least one text")
@@ -171,7 +190,12 @@ class TaskService:
         return model, model.runtime
 
     async def _encode(
-        self, ctx: RequestContext, encoder: EncoderRuntime, texts: list[str], truncate: int | None
+        self,
+        ctx: RequestContext,
+        model: LoadedModel,
+        encoder: EncoderRuntime,
+        texts: list[str],
+        truncate: int | None,
     ) -> tuple[np.ndarray, int]:
         limit = _truncation(truncate, encoder.max_tokens)
 
@@ -183,14 +207,15 @@ class TaskService:
                 tokens += sum(batch.token_counts)
             return np.concatenate(parts), tokens
 
-        return await self._call(ctx, run)
+        return await self._call(ctx, model.model_id, run)
 
-    async def _call(self, ctx: RequestContext, fn: Any, *args: Any) -> Any:
+    async def _call(self, ctx: RequestContext, model_id: str, fn: Any, *args: Any) -> Any:
         if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
             raise DeadlineExceeded("the request's deadline passed before the model ran")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            with self._admitted(model_id):
+                return await loop.run_in_executor(self._executor, fn, *args)
         except InputTooLong as exc:
             raise InvalidInput(str(exc)) from None
         except TaskgateError:

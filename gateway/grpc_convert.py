@@ -32,8 +32,7 @@ def embedding(out: EmbeddingOutput) -> cnlp.EmbeddingResult:
 
 def embeddings(out: EmbeddingOutput) -> cnlp.EmbeddingResults:
     vectors = [
-        common.Vector1D(data_npfloat32sequence=common.NpFloat32Sequence(values=v))
-        for v in out.vectors
+        common.Vector1D(data_npfloat32sequence=common.NpFloat32Sequence(values=v)) for v in out.vectors
     ]
     return cnlp.EmbeddingResults(
         results=common.ListOfVector1D(vectors=vectors),

@@ -96,13 +96,18 @@ class NlpServicer(nlp_grpc.NlpServiceServicer):
 
     @task_rpc
     async def EmbeddingTasksPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
-        out = await self._core.embed(ctx, model_id, list(request.texts), _opt(request, "truncate_input_tokens"))
+        out = await self._core.embed(
+            ctx, model_id, list(request.texts), _opt(request, "truncate_input_tokens")
+        )
         return convert.embeddings(out)
 
     @task_rpc
     async def SentenceSimilarityTaskPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
         out = await self._core.similarity(
-            ctx, model_id, [request.source_sentence], list(request.sentences),
+            ctx,
+            model_id,
+            [request.source_sentence],
+            list(request.sentences),
             _opt(request, "truncate_input_tokens"),
         )
         return convert.similarity(out)
@@ -110,7 +115,10 @@ class NlpServicer(nlp_grpc.NlpServiceServicer):
     @task_rpc
     async def SentenceSimilarityTasksPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
         out = await self._core.similarity(
-            ctx, model_id, list(request.source_sentences), list(request.sentences),
+            ctx,
+            model_id,
+            list(request.source_sentences),
+            list(request.sentences),
             _opt(request, "truncate_input_tokens"),
         )
         return convert.similarities(out)
@@ -118,7 +126,10 @@ class NlpServicer(nlp_grpc.NlpServiceServicer):
     @task_rpc
     async def RerankTaskPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
         out = await self._core.rerank(
-            ctx, model_id, [request.query], _documents(request),
+            ctx,
+            model_id,
+            [request.query],
+            _documents(request),
             top_n=_opt(request, "top_n"),
             truncate=_opt(request, "truncate_input_tokens"),
             return_documents=_truthy(request, "return_documents", True),
@@ -130,7 +141,10 @@ class NlpServicer(nlp_grpc.NlpServiceServicer):
     @task_rpc
     async def RerankTasksPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
         out = await self._core.rerank(
-            ctx, model_id, list(request.queries), _documents(request),
+            ctx,
+            model_id,
+            list(request.queries),
+            _documents(request),
             top_n=_opt(request, "top_n"),
             truncate=_opt(request, "truncate_input_tokens"),
             return_documents=_truthy(request, "return_documents", True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,7 @@ from gateway.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+TIMEOUT_HEADER = "x-request-timeout-ms"  # the HTTP counterpart of a gRPC deadline
 Json = dict[str, Any]
 
 
@@ -34,7 +36,25 @@ def error_response(exc: TaskgateError, request_id: str) -> JSONResponse:
 
 
 def _request_id(request: Request) -> str:
-    return request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+    """The caller's x-request-id, or one made once per request and kept on its state."""
+    request_id: str | None = getattr(request.state, "request_id", None)
+    if request_id is None:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+        request.state.request_id = request_id
+    return request_id
+
+
+def _deadline(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        timeout_ms = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{TIMEOUT_HEADER} must be a number of milliseconds, got {raw!r}") from None
+    if timeout_ms < 0:
+        raise InvalidInput(f"{TIMEOUT_HEADER} must not be negative, got {raw!r}")
+    return time.monotonic() + timeout_ms / 1000.0
 
 
 class BodyLimit:
@@ -99,7 +119,7 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
         return error_response(internal(request_id), request_id)
 
     def ctx(request: Request) -> RequestContext:
-        return RequestContext(request_id=_request_id(request))
+        return RequestContext(request_id=_request_id(request), deadline=_deadline(request))
 
     @app.get("/health", response_class=PlainTextResponse)
     async def health() -> str:
@@ -145,7 +165,10 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
     async def rerank(body: schemas.RerankRequest, request: Request) -> Json:
         i, p = body.inputs, body.parameters
         out = await core.rerank(
-            ctx(request), body.model_id, [i.query], i.documents,
+            ctx(request),
+            body.model_id,
+            [i.query],
+            i.documents,
             top_n=p.top_n,
             truncate=p.truncate_input_tokens,
             return_documents=p.return_documents is not False,
@@ -158,7 +181,10 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
     async def rerank_tasks(body: schemas.RerankTasksRequest, request: Request) -> Json:
         i, p = body.inputs, body.parameters
         out = await core.rerank(
-            ctx(request), body.model_id, i.queries, i.documents,
+            ctx(request),
+            body.model_id,
+            i.queries,
+            i.documents,
             top_n=p.top_n,
             truncate=p.truncate_input_tokens,
             return_documents=p.return_documents is not False,

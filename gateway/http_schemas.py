@@ -48,12 +48,12 @@ class _TaskRequest(_Strict):
 
 class EmbeddingRequest(_TaskRequest):
     inputs: str
-    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+    parameters: TruncateParameters = TruncateParameters()
 
 
 class EmbeddingTasksRequest(_TaskRequest):
     inputs: list[str]
-    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+    parameters: TruncateParameters = TruncateParameters()
 
 
 class SimilarityInputs(_Strict):
@@ -63,7 +63,7 @@ class SimilarityInputs(_Strict):
 
 class SimilarityRequest(_TaskRequest):
     inputs: SimilarityInputs
-    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+    parameters: TruncateParameters = TruncateParameters()
 
 
 class SimilarityTasksInputs(_Strict):
@@ -73,7 +73,7 @@ class SimilarityTasksInputs(_Strict):
 
 class SimilarityTasksRequest(_TaskRequest):
     inputs: SimilarityTasksInputs
-    parameters: TruncateParameters = Field(default_factory=TruncateParameters)
+    parameters: TruncateParameters = TruncateParameters()
 
 
 class RerankInputs(_Strict):
@@ -83,7 +83,7 @@ class RerankInputs(_Strict):
 
 class RerankRequest(_TaskRequest):
     inputs: RerankInputs
-    parameters: RerankParameters = Field(default_factory=RerankParameters)
+    parameters: RerankParameters = RerankParameters()
 
 
 class RerankTasksInputs(_Strict):
@@ -93,9 +93,9 @@ class RerankTasksInputs(_Strict):
 
 class RerankTasksRequest(_TaskRequest):
     inputs: RerankTasksInputs
-    parameters: RerankTasksParameters = Field(default_factory=RerankTasksParameters)
+    parameters: RerankTasksParameters = RerankTasksParameters()
 
 
 class TextRequest(_TaskRequest):
     inputs: str
-    parameters: NoParameters = Field(default_factory=NoParameters)
+    parameters: NoParameters = NoParameters()

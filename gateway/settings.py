@@ -3,7 +3,7 @@
 Nothing here runs at import time. Every setting has a flag and an environment variable
 (``TASKGATE_<NAME>``); a flag wins over the environment, the environment over the default.
 Components receive the narrow slice they need (``ServerSettings``, ``ThreadSettings``,
-``InputLimits``), never the whole object.
+``RequestLimits``), never the whole object.
 """
 
 from __future__ import annotations
@@ -36,15 +36,17 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class InputLimits:
-    """Per-request input limits; anything larger is refused with PAYLOAD_TOO_LARGE."""
+class RequestLimits:
+    """Input limits (larger is PAYLOAD_TOO_LARGE) and admission (more in flight is OVERLOADED)."""
 
     max_inputs: int = 256
     max_text_chars: int = 100_000
+    max_inflight_per_model: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_inputs < 1 or self.max_text_chars < 1:
-            raise ValueError("max_inputs and max_text_chars must be positive")
+        for name in ("max_inputs", "max_text_chars", "max_inflight_per_model"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Settings:
     preload: tuple[str, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)
     runtime: ThreadSettings = field(default_factory=ThreadSettings)
-    limits: InputLimits = field(default_factory=InputLimits)
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 # (flag, type, help, settings slice, attribute); the env name is derived from the flag
@@ -68,6 +70,13 @@ _OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
     ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),
     ("max-inputs", int, "most texts / documents in one request", "limits", "max_inputs"),
     ("max-text-chars", int, "longest text accepted, in characters", "limits", "max_text_chars"),
+    (
+        "max-inflight-per-model",
+        int,
+        "requests admitted at once per model",
+        "limits",
+        "max_inflight_per_model",
+    ),
 )
 
 
@@ -114,7 +123,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         preload=_split(preload),
         server=ServerSettings(**slices["server"]),
         runtime=ThreadSettings(**slices["runtime"]),
-        limits=InputLimits(**slices["limits"]),
+        limits=RequestLimits(**slices["limits"]),
     )
 
 

@@ -43,9 +43,11 @@ def generate(out_dir: Path) -> list[Path]:
     pattern = re.compile(r"^import (\w+)_pb2(_grpc)? as", re.MULTILINE)
     for path in out_dir.glob("*.py*"):
         text = pattern.sub(
-            lambda m: f"from {PACKAGE} import {m.group(1)}_pb2{m.group(2) or ''} as"
-            if m.group(1) in local
-            else m.group(0),
+            lambda m: (
+                f"from {PACKAGE} import {m.group(1)}_pb2{m.group(2) or ''} as"
+                if m.group(1) in local
+                else m.group(0)
+            ),
             path.read_text(),
         )
         text = re.sub(r"^from (\w+)_pb2 import", _from_import(local), text, flags=re.MULTILINE)
@@ -77,7 +79,9 @@ def main() -> int:
         names = {p.name for p in fresh}
         current = {p.name for p in WIRE_DIR.glob("*") if p.is_file()}
         drift = sorted(names ^ current)
-        drift += [n for n in sorted(names & current) if not filecmp.cmp(Path(tmp) / n, WIRE_DIR / n, shallow=False)]
+        drift += [
+            n for n in sorted(names & current) if not filecmp.cmp(Path(tmp) / n, WIRE_DIR / n, shallow=False)
+        ]
         if drift:
             print("gateway/wire/ differs from proto/: " + ", ".join(drift), file=sys.stderr)
             print("run: python proto/generate.py", file=sys.stderr)

@@ -119,7 +119,7 @@ class OnnxEncoder(EncoderRuntime):
         encoding = self._base_tokenizer.encode(text)
         return [
             Token(text=text[start:end], start=start, end=end)
-            for (start, end), special in zip(encoding.offsets, encoding.special_tokens_mask)
+            for (start, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True)
             if not special
         ]
 
@@ -188,7 +188,7 @@ def _pooling_mode(source: Path) -> str:
 
 
 def _has_normalize(source: Path) -> bool:
-    modules = (source / "modules.json")
+    modules = source / "modules.json"
     if not modules.is_file():
         return False
     entries = json.loads(modules.read_text())

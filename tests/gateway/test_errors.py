@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import grpc
+
+from gateway.errors import ERROR_CLASSES, WIRE, ErrorKind, internal
+
+
+def test_every_kind_has_one_class_and_one_wire_entry() -> None:
+    assert set(WIRE) == set(ErrorKind) == set(ERROR_CLASSES)
+    for kind, cls in ERROR_CLASSES.items():
+        assert cls("x").kind is kind
+        assert cls("x").wire is WIRE[kind]
+
+
+def test_the_table_agrees_between_grpc_and_http() -> None:
+    # the same meaning on both transports (KServe's two tables disagree; ours is one)
+    expected = {
+        grpc.StatusCode.INVALID_ARGUMENT: {400, 413},
+        grpc.StatusCode.NOT_FOUND: {404},
+        grpc.StatusCode.RESOURCE_EXHAUSTED: {429},
+        grpc.StatusCode.DEADLINE_EXCEEDED: {504},
+        grpc.StatusCode.UNAVAILABLE: {503},
+        grpc.StatusCode.CANCELLED: {499},
+        grpc.StatusCode.INTERNAL: {500},
+    }
+    for code in WIRE.values():
+        assert code.http in expected[code.grpc]
+
+
+def test_internal_errors_carry_the_request_id_and_nothing_else() -> None:
+    error = internal("abc123")
+    assert "abc123" in error.message
+    assert "Traceback" not in error.message
