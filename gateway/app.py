@@ -14,6 +14,7 @@ import uvicorn
 from gateway.core import TaskService
 from gateway.grpc_frontend import start_grpc
 from gateway.http_frontend import create_app
+from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
 from gateway.store import ModelStore
@@ -41,7 +42,8 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = ModelRegistry(ModelStore(settings.model_store), settings.runtime)
-        self.core = TaskService(self.registry, settings.limits, settings.runtime)
+        self.metrics = Metrics()
+        self.core = TaskService(self.registry, settings.limits, settings.runtime, self.metrics)
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -77,5 +79,5 @@ class Gateway:
             await self._http_task
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
-        self.core.close()
+        await self.core.close()
         self.registry.unload_all()

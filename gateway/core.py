@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gateway import __version__
+from gateway.batcher import BatchSettings, DynamicBatcher
 from gateway.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -27,6 +28,7 @@ from gateway.errors import (
     TaskNotSupported,
     internal,
 )
+from gateway.metrics import Metrics
 from gateway.registry import LoadedModel, ModelRegistry
 from gateway.results import (
     ClassificationOutput,
@@ -40,12 +42,12 @@ from gateway.results import (
 )
 from gateway.settings import RequestLimits
 from gateway.tasks import Task
-from runtimes.base import EncoderRuntime, ThreadSettings
-from runtimes.onnx_encoder import InputTooLong
+from runtimes.base import EncoderRuntime, ThreadSettings, TokenRow, pad_rows
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 32  # rows per model call for multi-input requests (bounds peak memory)
+LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024)  # token-length buckets for batching
+INLINE_TOKENIZE_CHARS = 4096  # tokenize smaller requests on the event loop, larger in a thread
 
 
 @dataclass(frozen=True)
@@ -54,15 +56,50 @@ class RequestContext:
     deadline: float | None = None  # time.monotonic() seconds; None: no deadline
 
 
-class TaskService:
-    def __init__(self, registry: ModelRegistry, limits: RequestLimits, threads: ThreadSettings) -> None:
-        self.registry = registry
-        self._limits = limits
-        self._executor = ThreadPoolExecutor(threads.model_workers, thread_name_prefix="model")
-        self._inflight: dict[str, int] = {}
+EncoderBatcher = DynamicBatcher[TokenRow, np.ndarray]
 
-    def close(self) -> None:
+
+class TaskService:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        limits: RequestLimits,
+        threads: ThreadSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self._limits = limits
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(threads.model_workers, thread_name_prefix="model")
+        self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+        self._inflight: dict[str, int] = {}
+        self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
+
+    async def close(self) -> None:
+        for _, batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._prep_executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- batching settings (management) --------------------------------------------------
+    async def batching(self, model_id: str) -> BatchSettings:
+        model = await self.registry.get(model_id)
+        entry = self._batchers.get(model_id)
+        if entry is not None and entry[0] is model:
+            return entry[1].settings
+        return _batch_settings(model)
+
+    async def set_batching(self, model_id: str, values: dict[str, Any]) -> BatchSettings:
+        """Validate, apply to the live batcher, and persist in the model's manifest."""
+        current = (await self.batching(model_id)).as_dict()
+        settings = BatchSettings.from_mapping({**current, **values})
+        entry = self._batchers.get(model_id)
+        if entry is not None:
+            entry[1].update(settings)
+        await asyncio.to_thread(self.registry.update_settings, model_id, {"batching": settings.as_dict()})
+        return settings
 
     # -- tasks ---------------------------------------------------------------------------
     async def embed(
@@ -198,31 +235,85 @@ class TaskService:
         truncate: int | None,
     ) -> tuple[np.ndarray, int]:
         limit = _truncation(truncate, encoder.max_tokens)
+        return await self._batched(ctx, model, encoder, texts, limit)
 
-        def run() -> tuple[np.ndarray, int]:
-            parts, tokens = [], 0
-            for start in range(0, len(texts), CHUNK_ROWS):
-                batch = encoder.tokenize(texts[start : start + CHUNK_ROWS], limit)
-                parts.append(encoder.run_batch(batch))
-                tokens += sum(batch.token_counts)
-            return np.concatenate(parts), tokens
+    async def _batched(
+        self,
+        ctx: RequestContext,
+        model: LoadedModel,
+        encoder: EncoderRuntime,
+        texts: list[str],
+        limit: int | None,
+    ) -> tuple[np.ndarray, int]:
+        """Tokenize into rows, run them through the model's batcher, merge back in order."""
+        deadline = self._deadline(ctx)
+        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+            rows = encoder.tokenize_rows(texts, limit)
+        else:
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(self._prep_executor, encoder.tokenize_rows, texts, limit)
+        for row in rows:
+            if isinstance(row, ValueError):
+                raise InvalidInput(str(row))
+        token_rows = [row for row in rows if isinstance(row, TokenRow)]
+        batcher = self._batcher(model, encoder)
+        with self._admitted(model.model_id):
+            try:
+                outputs = await batcher.submit([(row, _bucket(len(row))) for row in token_rows], deadline)
+            except TaskgateError:
+                raise
+            except Exception:
+                log.exception("runtime failure (request id %s)", ctx.request_id)
+                raise internal(ctx.request_id) from None
+        return np.stack(outputs), sum(len(row) for row in token_rows)
 
-        return await self._call(ctx, model.model_id, run)
+    def _batcher(self, model: LoadedModel, encoder: EncoderRuntime) -> EncoderBatcher:
+        entry = self._batchers.get(model.model_id)
+        if entry is not None and entry[0] is model:
+            return entry[1]
+
+        def run(rows: list[TokenRow]) -> list[np.ndarray]:
+            return list(encoder.run_batch(pad_rows(rows, encoder.pad_id)))
+
+        batcher: EncoderBatcher = DynamicBatcher(
+            model.model_id,
+            run,
+            _batch_settings(model),
+            self._executor,
+            self.metrics,
+            max_running=self._threads.model_workers,
+        )
+        self._batchers[model.model_id] = (model, batcher)
+        return batcher
+
+    def _deadline(self, ctx: RequestContext) -> float:
+        now = time.monotonic()
+        deadline = ctx.deadline if ctx.deadline is not None else now + self._limits.default_timeout_s
+        if now >= deadline:
+            raise DeadlineExceeded("the request's deadline passed before the model ran")
+        return deadline
 
     async def _call(self, ctx: RequestContext, model_id: str, fn: Any, *args: Any) -> Any:
-        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
-            raise DeadlineExceeded("the request's deadline passed before the model ran")
+        """Run a small unbatched model-side function (e.g. tokenization) in a thread."""
+        self._deadline(ctx)
         loop = asyncio.get_running_loop()
         try:
             with self._admitted(model_id):
-                return await loop.run_in_executor(self._executor, fn, *args)
-        except InputTooLong as exc:
-            raise InvalidInput(str(exc)) from None
+                return await loop.run_in_executor(self._prep_executor, fn, *args)
         except TaskgateError:
             raise
         except Exception:
             log.exception("runtime failure (request id %s)", ctx.request_id)
             raise internal(ctx.request_id) from None
+
+
+def _bucket(tokens: int) -> int:
+    return next((edge for edge in LENGTH_BUCKETS if tokens <= edge), tokens)
+
+
+def _batch_settings(model: LoadedModel) -> BatchSettings:
+    values = model.manifest.settings.get("batching", {})
+    return BatchSettings.from_mapping(values if isinstance(values, dict) else {})
 
 
 def _truncation(truncate: int | None, max_tokens: int) -> int | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +17,14 @@ from gateway import __version__
 from gateway import http_convert as convert
 from gateway import http_schemas as schemas
 from gateway.core import RequestContext, TaskService
-from gateway.errors import InvalidInput, PayloadTooLarge, TaskgateError, internal, new_request_id
+from gateway.errors import (
+    Cancelled,
+    InvalidInput,
+    PayloadTooLarge,
+    TaskgateError,
+    internal,
+    new_request_id,
+)
 from gateway.info import models_info, runtime_info
 from gateway.settings import ServerSettings
 
@@ -24,6 +33,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 TIMEOUT_HEADER = "x-request-timeout-ms"  # the HTTP counterpart of a gRPC deadline
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 def error_response(exc: TaskgateError, request_id: str) -> JSONResponse:
@@ -42,6 +52,27 @@ def _request_id(request: Request) -> str:
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         request.state.request_id = request_id
     return request_id
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (so its rows are dropped)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise Cancelled("the client disconnected")
+    return task.result()
 
 
 def _deadline(request: Request) -> float | None:
@@ -121,6 +152,19 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
     def ctx(request: Request) -> RequestContext:
         return RequestContext(request_id=_request_id(request), deadline=_deadline(request))
 
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(core.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/management/models/{model_id}/batching")
+    async def get_batching(model_id: str) -> Json:
+        return (await core.batching(model_id)).as_dict()
+
+    @app.put("/management/models/{model_id}/batching")
+    async def put_batching(model_id: str, body: schemas.BatchingUpdate) -> Json:
+        values = body.model_dump(exclude_none=True)
+        return (await core.set_batching(model_id, values)).as_dict()
+
     @app.get("/health", response_class=PlainTextResponse)
     async def health() -> str:
         return "OK"
@@ -136,35 +180,35 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
     @app.post("/api/v1/task/embedding")
     async def embedding(body: schemas.EmbeddingRequest, request: Request) -> Json:
         p = body.parameters
-        out = await core.embed(ctx(request), body.model_id, [body.inputs], p.truncate_input_tokens)
-        return convert.embedding(out)
+        work = core.embed(ctx(request), body.model_id, [body.inputs], p.truncate_input_tokens)
+        return convert.embedding(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/embedding-tasks")
     async def embedding_tasks(body: schemas.EmbeddingTasksRequest, request: Request) -> Json:
         p = body.parameters
-        out = await core.embed(ctx(request), body.model_id, body.inputs, p.truncate_input_tokens)
-        return convert.embeddings(out)
+        work = core.embed(ctx(request), body.model_id, body.inputs, p.truncate_input_tokens)
+        return convert.embeddings(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/sentence-similarity")
     async def sentence_similarity(body: schemas.SimilarityRequest, request: Request) -> Json:
         i, p = body.inputs, body.parameters
-        out = await core.similarity(
+        work = core.similarity(
             ctx(request), body.model_id, [i.source_sentence], i.sentences, p.truncate_input_tokens
         )
-        return convert.similarity(out)
+        return convert.similarity(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/sentence-similarity-tasks")
     async def sentence_similarity_tasks(body: schemas.SimilarityTasksRequest, request: Request) -> Json:
         i, p = body.inputs, body.parameters
-        out = await core.similarity(
+        work = core.similarity(
             ctx(request), body.model_id, i.source_sentences, i.sentences, p.truncate_input_tokens
         )
-        return convert.similarities(out)
+        return convert.similarities(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/rerank")
     async def rerank(body: schemas.RerankRequest, request: Request) -> Json:
         i, p = body.inputs, body.parameters
-        out = await core.rerank(
+        work = core.rerank(
             ctx(request),
             body.model_id,
             [i.query],
@@ -175,12 +219,12 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
             return_query=p.return_query is not False,
             return_text=p.return_text is not False,
         )
-        return convert.rerank(out)
+        return convert.rerank(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/rerank-tasks")
     async def rerank_tasks(body: schemas.RerankTasksRequest, request: Request) -> Json:
         i, p = body.inputs, body.parameters
-        out = await core.rerank(
+        work = core.rerank(
             ctx(request),
             body.model_id,
             i.queries,
@@ -191,14 +235,16 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
             return_query=p.return_queries is not False,
             return_text=p.return_text is not False,
         )
-        return convert.reranks(out)
+        return convert.reranks(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/tokenization")
     async def tokenization(body: schemas.TextRequest, request: Request) -> Json:
-        return convert.tokenization(await core.tokenize(ctx(request), body.model_id, body.inputs))
+        work = core.tokenize(ctx(request), body.model_id, body.inputs)
+        return convert.tokenization(await until_disconnect(request, work))
 
     @app.post("/api/v1/task/text-classification")
     async def text_classification(body: schemas.TextRequest, request: Request) -> Json:
-        return convert.classification(await core.classify(ctx(request), body.model_id, body.inputs))
+        work = core.classify(ctx(request), body.model_id, body.inputs)
+        return convert.classification(await until_disconnect(request, work))
 
     return app

@@ -99,3 +99,11 @@ class RerankTasksRequest(_TaskRequest):
 class TextRequest(_TaskRequest):
     inputs: str
     parameters: NoParameters = NoParameters()
+
+
+class BatchingUpdate(_Strict):
+    """Fields left out keep their current value."""
+
+    max_batch_size: int | None = Field(None, description="most rows in one model batch")
+    max_queue_delay_ms: float | None = Field(None, description="how long a partial batch may wait for rows")
+    max_queue_rows: int | None = Field(None, description="rows that may wait; beyond, requests get 429")

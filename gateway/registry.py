@@ -9,12 +9,14 @@ Memory budgets and eviction build on this object (see the multiplexing issue).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import TaskgateError, Unavailable
+from gateway.batcher import BatchSettings
+from gateway.errors import InvalidInput, TaskgateError, Unavailable
 from gateway.store import ManifestError, ModelManifest, ModelStore
 from gateway.tasks import Task
 from runtimes.base import EncoderRuntime, Runtime, ThreadSettings
@@ -125,6 +127,15 @@ class ModelRegistry:
         log.info("loaded model %s in %.2f s", manifest.model_id, elapsed)
         return LoadedModel(manifest, runtime, runtime.size_bytes(), elapsed)
 
+    def update_settings(self, model_id: str, patch: dict[str, Any]) -> None:
+        """Merge ``patch`` into the model's manifest settings and write it back atomically."""
+        manifest = self._store.manifest(model_id)
+        updated = dataclasses.replace(manifest, settings={**manifest.settings, **patch})
+        updated.write()
+        loaded = self._loaded.get(model_id)
+        if loaded is not None:
+            loaded.manifest = updated
+
     def unload_all(self) -> None:
         for model in self._loaded.values():
             model.runtime.unload()
@@ -159,6 +170,11 @@ class ModelRegistry:
 
 
 def _check_tasks(manifest: ModelManifest, runtime: Runtime[Any, Any]) -> None:
+    batching = manifest.settings.get("batching", {})
+    try:
+        BatchSettings.from_mapping(batching if isinstance(batching, dict) else {"invalid": batching})
+    except InvalidInput as exc:
+        raise ManifestError(f"model {manifest.model_id!r}: {exc.message}") from None
     encoder_tasks = {Task.EMBEDDING, Task.SENTENCE_SIMILARITY, Task.RERANK, Task.TOKENIZATION}
     if isinstance(runtime, EncoderRuntime):
         if runtime.head == "classification":

@@ -42,8 +42,11 @@ class RequestLimits:
     max_inputs: int = 256
     max_text_chars: int = 100_000
     max_inflight_per_model: int = 64
+    default_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if self.default_timeout_s <= 0:
+            raise ValueError(f"default_timeout_s must be positive, got {self.default_timeout_s}")
         for name in ("max_inputs", "max_text_chars", "max_inflight_per_model"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

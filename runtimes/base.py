@@ -50,6 +50,30 @@ class Runtime(abc.ABC, Generic[BatchT, OutputT]):
 
 
 @dataclass(frozen=True)
+class TokenRow:
+    """One tokenized text, unpadded (special tokens included)."""
+
+    ids: tuple[int, ...]
+    type_ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def pad_rows(rows: list[TokenRow], pad_id: int = 0) -> TokenizedBatch:
+    """Right-pad rows to the longest one, with the attention mask marking real tokens."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for index, row in enumerate(rows):
+        ids[index, : len(row)] = row.ids
+        types[index, : len(row)] = row.type_ids
+        mask[index, : len(row)] = 1
+    return TokenizedBatch(ids, mask, types, tuple(len(row) for row in rows))
+
+
+@dataclass(frozen=True)
 class TokenizedBatch:
     """Encoder inputs for a batch of texts, padded to the longest row."""
 
@@ -78,8 +102,19 @@ class EncoderRuntime(Runtime[TokenizedBatch, np.ndarray]):
     max_tokens: int  # longest sequence the model accepts, special tokens included
 
     @abc.abstractmethod
+    def tokenize_rows(self, texts: list[str], truncate_to: int | None) -> list[TokenRow | ValueError]:
+        """Tokenize each text; a text over the limit with ``truncate_to`` None gets a ValueError
+        in its place (one bad row fails that row, not the others)."""
+
     def tokenize(self, texts: list[str], truncate_to: int | None) -> TokenizedBatch:
-        """Tokenize; ``truncate_to`` None means refuse (raise) over-long input."""
+        """Tokenize and pad a batch; raises the first row's error, if any."""
+        rows = self.tokenize_rows(texts, truncate_to)
+        for row in rows:
+            if isinstance(row, ValueError):
+                raise row
+        return pad_rows([row for row in rows if isinstance(row, TokenRow)], self.pad_id)
+
+    pad_id: int = 0
 
     @abc.abstractmethod
     def tokens(self, text: str) -> list[Token]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch
+from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch, TokenRow
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ class OnnxEncoder(EncoderRuntime):
         base.no_truncation()
         base.no_padding()
         self._base_tokenizer = base
+        pad_token = _read_json(folder / "special_tokens_map.json").get("pad_token")
+        if isinstance(pad_token, dict):
+            pad_token = pad_token.get("content")
+        pad_id = base.token_to_id(pad_token) if isinstance(pad_token, str) else None
+        self.pad_id = pad_id if pad_id is not None else 0
         self._tokenizers.clear()
         self._size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
@@ -98,22 +103,21 @@ class OnnxEncoder(EncoderRuntime):
         return self._pool(first, batch.attention_mask)
 
     # -- EncoderRuntime ------------------------------------------------------------------
-    def tokenize(self, texts: list[str], truncate_to: int | None) -> TokenizedBatch:
+    def tokenize_rows(self, texts: list[str], truncate_to: int | None) -> list[TokenRow | ValueError]:
         limit = self.max_tokens if truncate_to is None else max(2, min(truncate_to, self.max_tokens))
-        encodings = self._tokenizer(limit).encode_batch(texts)
-        if truncate_to is None:
-            for index, encoding in enumerate(encodings):
-                if encoding.overflowing:
-                    raise InputTooLong(
-                        f"input {index} is longer than the model's limit of {self.max_tokens} "
-                        "tokens; shorten it or set truncate_input_tokens to truncate it"
+        rows: list[TokenRow | ValueError] = []
+        for index, encoding in enumerate(self._tokenizer(limit).encode_batch(texts)):
+            if truncate_to is None and encoding.overflowing:
+                where = f"input {index}" if len(texts) > 1 else "the input"
+                rows.append(
+                    InputTooLong(
+                        f"{where} is longer than the model's limit of {self.max_tokens} tokens; "
+                        "shorten it or set truncate_input_tokens to truncate it"
                     )
-        return TokenizedBatch(
-            input_ids=np.array([e.ids for e in encodings], dtype=np.int64),
-            attention_mask=np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            token_type_ids=np.array([e.type_ids for e in encodings], dtype=np.int64),
-            token_counts=tuple(int(sum(e.attention_mask)) for e in encodings),
-        )
+                )
+            else:
+                rows.append(TokenRow(tuple(encoding.ids), tuple(encoding.type_ids)))
+        return rows
 
     def tokens(self, text: str) -> list[Token]:
         encoding = self._base_tokenizer.encode(text)
@@ -133,7 +137,6 @@ class OnnxEncoder(EncoderRuntime):
 
                 tokenizer = Tokenizer.from_str(self._base_tokenizer.to_str())
                 tokenizer.enable_truncation(max_length=limit)
-                tokenizer.enable_padding()
                 self._tokenizers[limit] = tokenizer
                 if len(self._tokenizers) > 16:
                     self._tokenizers.popitem(last=False)

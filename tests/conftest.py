@@ -20,7 +20,7 @@ from tests.models import CACHE, build_store
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TEST_LIMITS = RequestLimits(max_inputs=64, max_text_chars=4000, max_inflight_per_model=4)
+TEST_LIMITS = RequestLimits(max_inputs=64, max_text_chars=4000, max_inflight_per_model=64)
 MAX_REQUEST_BYTES = 128 * 1024
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,11 @@ CTX = RequestContext(request_id="test")
 
 
 @pytest.fixture(scope="module")
-def core(store: Path) -> Iterator[TaskService]:
+async def core(store: Path) -> AsyncIterator[TaskService]:
     registry = ModelRegistry(ModelStore(store), ThreadSettings())
     service = TaskService(registry, RequestLimits(max_inputs=8, max_text_chars=2000), ThreadSettings())
     yield service
-    service.close()
+    await service.close()
 
 
 async def test_embedding_is_a_unit_vector_with_token_count(core: TaskService) -> None:
@@ -189,4 +189,4 @@ async def test_admission_sheds_beyond_the_inflight_limit(store: Path) -> None:
     assert len(served) == 2 and len(shed) == 4
     assert shed[0].retry_after_s
     assert (await service.embed(CTX, MINILM, ["after the burst"], None)).vectors
-    service.close()
+    await service.close()

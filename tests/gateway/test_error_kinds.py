@@ -90,29 +90,34 @@ def _burst(call: Callable[[], object], count: int) -> list[object]:
 
 def test_overload_sheds_with_429_and_resource_exhausted(http: httpx.Client, channel: grpc.Channel) -> None:
     texts = ["a sentence of several words for the encoder to chew on"] * TEST_LIMITS.max_inputs
-    count = TEST_LIMITS.max_inflight_per_model * 3
+    url = f"/management/models/{MINILM}/batching"
+    before = http.get(url).json()
+    small = http.put(url, json={"max_batch_size": 32, "max_queue_rows": len(texts)})
+    assert small.status_code == 200 and small.json()["max_queue_rows"] == len(texts)
+    try:
+        responses = _burst(
+            lambda: http.post("/api/v1/task/embedding-tasks", json={"model_id": MINILM, "inputs": texts}), 12
+        )
+        codes = sorted(r.status_code for r in responses)  # type: ignore[attr-defined]
+        assert 200 in codes and 429 in codes, codes
+        shed = next(r for r in responses if r.status_code == 429)  # type: ignore[attr-defined]
+        assert shed.headers["retry-after"] and shed.json()["code"] == 429  # type: ignore[attr-defined]
 
-    responses = _burst(
-        lambda: http.post("/api/v1/task/embedding-tasks", json={"model_id": MINILM, "inputs": texts}), count
-    )
-    codes = sorted(r.status_code for r in responses)  # type: ignore[attr-defined]
-    assert 200 in codes and 429 in codes, codes
-    shed = next(r for r in responses if r.status_code == 429)  # type: ignore[attr-defined]
-    assert shed.headers["retry-after"] and shed.json()["code"] == 429  # type: ignore[attr-defined]
+        stub = nlp_grpc.NlpServiceStub(channel)
 
-    stub = nlp_grpc.NlpServiceStub(channel)
+        def grpc_call() -> grpc.StatusCode:
+            try:
+                stub.EmbeddingTasksPredict(
+                    nlp.EmbeddingTasksRequest(texts=texts), metadata=(("mm-model-id", MINILM),)
+                )
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
 
-    def grpc_call() -> grpc.StatusCode:
-        try:
-            stub.EmbeddingTasksPredict(
-                nlp.EmbeddingTasksRequest(texts=texts), metadata=(("mm-model-id", MINILM),)
-            )
-        except grpc.RpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
-
-    statuses = set(_burst(grpc_call, count))
-    assert statuses == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, statuses
+        statuses = set(_burst(grpc_call, 12))
+        assert statuses == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, statuses
+    finally:
+        assert http.put(url, json=before).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,261 @@
+"""DynamicBatcher: one per loaded model; concurrent requests become model batches.
+
+    batcher = DynamicBatcher("model-a", run, BatchSettings(), executor, metrics, max_running=2)
+    outputs = await batcher.submit([(row, bucket_key), ...], deadline)
+
+- Rows wait in per-bucket FIFO queues (e.g. token-length buckets), so short rows are not
+  padded to long ones. A batch takes up to ``max_batch_size`` rows of one bucket: the bucket
+  whose head row has the earliest deadline.
+- Batches are dispatched as soon as a run slot is free (``max_running`` concurrent runs); while
+  slots are busy, rows accumulate, so batch size grows with load. ``max_queue_delay_ms`` > 0
+  additionally holds a partial batch that long for more rows.
+- The queue is bounded in rows: a request that does not fit is refused at once with
+  ``Overloaded`` (all of its rows or none are queued). Memory never grows with offered load.
+- A row whose deadline cannot be met (now + recent batch time) is answered ``DeadlineExceeded``
+  before it uses the model; a row whose caller went away (cancelled future) is dropped.
+- One bad row fails that row: when a batch fails, its rows are run one by one so the good rows
+  still succeed. The output count is checked against the row count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from gateway.errors import DeadlineExceeded, InvalidInput, Overloaded
+from gateway.metrics import Metrics
+
+RowT = TypeVar("RowT")
+OutT = TypeVar("OutT")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 0.0
+    max_queue_rows: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch_size <= 1024:
+            raise InvalidInput(f"max_batch_size must be within 1..1024, got {self.max_batch_size}")
+        if not 0 <= self.max_queue_delay_ms <= 1000:
+            raise InvalidInput(f"max_queue_delay_ms must be within 0..1000, got {self.max_queue_delay_ms}")
+        if self.max_queue_rows < self.max_batch_size:
+            raise InvalidInput(
+                f"max_queue_rows ({self.max_queue_rows}) must be at least "
+                f"max_batch_size ({self.max_batch_size})"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> BatchSettings:
+        unknown = set(values) - {"max_batch_size", "max_queue_delay_ms", "max_queue_rows"}
+        if unknown:
+            raise InvalidInput(f"unknown batching settings: {', '.join(sorted(unknown))}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidInput(f"invalid batching settings: {exc}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_ms": self.max_queue_delay_ms,
+            "max_queue_rows": self.max_queue_rows,
+        }
+
+
+@dataclass
+class _Pending(Generic[RowT, OutT]):
+    row: RowT
+    deadline: float
+    future: asyncio.Future[OutT]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher(Generic[RowT, OutT]):
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[RowT]], Sequence[OutT]],
+        settings: BatchSettings,
+        executor: Executor,
+        metrics: Metrics,
+        max_running: int = 1,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._run = run
+        self._executor = executor
+        self._metrics = metrics
+        self._buckets: dict[Hashable, deque[_Pending[RowT, OutT]]] = {}
+        self._queued = 0
+        self._slots = asyncio.Semaphore(max_running)
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._batch_s = 0.0  # moving average of recent batch run time
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued
+
+    def update(self, settings: BatchSettings) -> None:
+        self.settings = settings
+        self._wakeup.set()
+
+    async def submit(self, rows: Sequence[tuple[RowT, Hashable]], deadline: float) -> list[OutT]:
+        """Queue all rows (or none) and wait for their outputs, in order."""
+        if self._queued + len(rows) > self.settings.max_queue_rows:
+            self._metrics.rows_dropped.labels(self.name, "shed").inc(len(rows))
+            raise Overloaded(
+                f"model {self.name!r} is overloaded: {self._queued} rows queued, "
+                f"{len(rows)} more would pass the limit of {self.settings.max_queue_rows}; retry shortly",
+                retry_after_s=max(1.0, self._batch_s * self._queued / self.settings.max_batch_size),
+            )
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._dispatch_forever(), name=f"batcher-{self.name}")
+        futures: list[asyncio.Future[OutT]] = []
+        for row, bucket in rows:
+            pending: _Pending[RowT, OutT] = _Pending(row, deadline, loop.create_future())
+            self._buckets.setdefault(bucket, deque()).append(pending)
+            futures.append(pending.future)
+        self._queued += len(rows)
+        self._metrics.queue_rows.labels(self.name).set(self._queued)
+        self._wakeup.set()
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            for future in futures:  # on error or cancellation the remaining rows are dropped
+                future.cancel()
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for queue in self._buckets.values():
+            for pending in queue:
+                pending.future.cancel()
+        self._buckets.clear()
+        self._queued = 0
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    # -- dispatch ------------------------------------------------------------------------
+    async def _dispatch_forever(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending[RowT, OutT]]:
+        while True:
+            self._prune()
+            bucket = self._most_urgent_bucket()
+            if bucket is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            queue = self._buckets[bucket]
+            size = self.settings.max_batch_size
+            hold_until = queue[0].arrived + self.settings.max_queue_delay_ms / 1000
+            if len(queue) < size and time.monotonic() < hold_until:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), hold_until - time.monotonic())
+                continue
+            batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+            if not queue:
+                del self._buckets[bucket]
+            self._queued -= len(batch)
+            self._metrics.queue_rows.labels(self.name).set(self._queued)
+            return batch
+
+    def _most_urgent_bucket(self) -> Hashable | None:
+        heads = [(queue[0].deadline, queue[0].arrived, key) for key, queue in self._buckets.items() if queue]
+        return min(heads, key=lambda head: (head[0], head[1]))[2] if heads else None
+
+    def _prune(self) -> None:
+        """Drop rows whose caller left; refuse rows that can no longer make their deadline."""
+        now = time.monotonic()
+        for key in list(self._buckets):
+            kept: deque[_Pending[RowT, OutT]] = deque()
+            for pending in self._buckets[key]:
+                if pending.future.done():
+                    self._metrics.rows_dropped.labels(self.name, "cancelled").inc()
+                elif now + self._batch_s >= pending.deadline:
+                    self._metrics.rows_dropped.labels(self.name, "expired").inc()
+                    pending.future.set_exception(
+                        DeadlineExceeded("the request's deadline would pass before the model could run it")
+                    )
+                else:
+                    kept.append(pending)
+            self._queued -= len(self._buckets[key]) - len(kept)
+            if kept:
+                self._buckets[key] = kept
+            else:
+                del self._buckets[key]
+        self._metrics.queue_rows.labels(self.name).set(self._queued)
+
+    async def _execute(self, batch: list[_Pending[RowT, OutT]]) -> None:
+        try:
+            started = time.monotonic()
+            loop = asyncio.get_running_loop()
+            rows = [pending.row for pending in batch]
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_isolating, rows)
+            except Exception as exc:  # the executor itself failed (e.g. shut down)
+                results = [_Failure(exc)] * len(batch)
+            elapsed = time.monotonic() - started
+            self._batch_s = elapsed if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * elapsed
+            self._metrics.batch_size.labels(self.name).observe(len(batch))
+            self._metrics.batch_seconds.labels(self.name).observe(elapsed)
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, _Failure):
+                    self._metrics.rows_failed.labels(self.name).inc()
+                    pending.future.set_exception(result.error)
+                else:
+                    pending.future.set_result(result)
+        finally:
+            self._slots.release()
+
+    def _run_isolating(self, rows: list[RowT]) -> list[OutT | _Failure]:
+        """Run the batch; if it fails, run each row alone so one bad row fails only itself."""
+        try:
+            return list(self._checked(rows))
+        except Exception as exc:
+            if len(rows) == 1:
+                return [_Failure(exc)]
+        results: list[OutT | _Failure] = []
+        for row in rows:
+            try:
+                results.extend(self._checked([row]))
+            except Exception as exc:
+                results.append(_Failure(exc))
+        return results
+
+    def _checked(self, rows: list[RowT]) -> Sequence[OutT]:
+        outputs = self._run(rows)
+        if len(outputs) != len(rows):
+            raise RuntimeError(f"model returned {len(outputs)} outputs for {len(rows)} rows")
+        return outputs
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: Exception
