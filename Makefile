@@ -43,4 +43,7 @@ proto-check: install
 	$(BIN)/python proto/generate.py --check
 
 bench: install
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/encoder_latency.py
+	bash bench/peers/setup.sh
+	$(BIN)/python bench/encoder_throughput.py

@@ -61,6 +61,7 @@ class Gateway:
             log_level=server.log_level,
             access_log=False,
             lifespan="off",
+            http="httptools",
         )
         self._http = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve())

@@ -1,0 +1,251 @@
+"""Encoder throughput and latency: raw ONNX Runtime vs Taskgate (batching on / off) vs peers.
+
+    .venv/bin/python bench/encoder_throughput.py                 # full matrix (~25 min)
+    .venv/bin/python bench/encoder_throughput.py --quick         # 32 clients, short, gRPC+REST
+
+Systems, each alone on the machine while measured: (a) raw in-process ONNX Runtime at its best
+batch size (the hardware limit), (b) Taskgate, (c) Taskgate with batching off, (d) KServe's
+Python ModelServer hosting the same ONNX model, (e) Caikit with caikit-nlp's EmbeddingModule
+(see bench/peers/). Closed loop over 1..64 clients and open loop (Poisson arrivals at 80 % of
+the system's best closed-loop rate). Writes bench/results/encoder_throughput.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import Sample, closed_loop, open_loop  # noqa: E402
+from bench.systems import GRPC, MODEL, REST, Taskgate  # noqa: E402
+
+INPUTS = {
+    "short": "The quick brown fox jumps over the lazy dog near the quiet river bank.",  # 16 tokens
+    "long": " ".join(
+        ["Serving many small models well means batching requests, bounding queues and shedding load early"]
+        * 8
+    ),  # ~128 tokens
+}
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Row:
+    system: str
+    transport: str
+    inputs: str
+    mode: str
+    clients: int
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    loadgen_cpu: float
+
+
+def raw_runtime(inputs: str, seconds: float) -> tuple[float, int, float]:
+    """(best rows/s, its batch size, batch-1 p50 ms) with 2 threads x 1 intra-op thread."""
+    from gateway.defaults import write_default_manifests
+    from gateway.store import ModelStore
+    from runtimes.base import ThreadSettings
+    from runtimes.onnx_encoder import OnnxEncoder
+
+    store = ROOT / "model-store"
+    write_default_manifests(store)
+    manifest = ModelStore(store).manifest(MODEL)
+    encoder = OnnxEncoder(
+        source=manifest.source,
+        work_dir=manifest.folder,
+        options={},
+        threads=ThreadSettings(intra_op_threads=1),
+    )
+    encoder.load()
+    text = INPUTS[inputs]
+    latencies = []
+    for _ in range(200):
+        start = time.perf_counter()
+        encoder.run_batch(encoder.tokenize([text], None))
+        latencies.append((time.perf_counter() - start) * 1000)
+    best = (0.0, 1)
+    for batch in (1, 8, 16, 32, 64):
+        texts = [text] * batch
+        counts = [0, 0]
+        stop = time.perf_counter() + seconds
+
+        def loop(slot: int, texts: list[str] = texts, counts: list[int] = counts, stop: float = stop) -> None:
+            while time.perf_counter() < stop:
+                encoder.run_batch(encoder.tokenize(texts, None))
+                counts[slot] += len(texts)
+
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rate = sum(counts) / (time.perf_counter() - started)
+        best = max(best, (rate, batch))
+    encoder.unload()
+    return best[0], best[1], statistics.median(latencies)
+
+
+async def measure(system: object, running: object, args: argparse.Namespace, rows: list[Row]) -> None:
+    for transport in args.transports:
+        for inputs in args.inputs:
+            async with system.client(running, transport, INPUTS[inputs]) as call:  # type: ignore[attr-defined]
+                await closed_loop(call, 4, 0.5, warmup_s=0.5)  # warm the connection pool and model
+                best = 0.0
+                for clients in args.clients:
+                    runs = [await closed_loop(call, clients, args.duration) for _ in range(args.repeats)]
+                    sample = sorted(runs, key=lambda s: s.throughput)[len(runs) // 2]
+                    rows.append(_row(system.name, transport, inputs, "closed", clients, sample))  # type: ignore[attr-defined]
+                    best = max(best, sample.throughput)
+                    print(_fmt(rows[-1]), flush=True)
+                if args.open_loop and best > 0:
+                    sample = await open_loop(call, 0.8 * best, 512, args.duration)
+                    rows.append(_row(system.name, transport, inputs, "open@0.8", 0, sample))  # type: ignore[attr-defined]
+                    print(_fmt(rows[-1]), flush=True)
+
+
+def _row(system: str, transport: str, inputs: str, mode: str, clients: int, sample: Sample) -> Row:
+    return Row(
+        system, transport, inputs, mode, clients, sample.throughput,
+        sample.quantile(0.5), sample.quantile(0.99), sample.errors, sample.cpu_share,
+    )  # fmt: skip
+
+
+def _fmt(row: Row) -> str:
+    return (
+        f"| {row.system} | {row.transport} | {row.inputs} | {row.mode} | {row.clients or '-'} | "
+        f"{row.throughput:.0f} | {row.p50_ms:.1f} | {row.p99_ms:.1f} | {row.errors} | {row.loadgen_cpu:.2f} |"
+    )
+
+
+HEADER = (
+    "| system | transport | inputs | mode | clients | req/s | p50 ms | p99 ms | errors | loadgen cores |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--systems", default="taskgate,taskgate-nobatch,kserve,caikit")
+    parser.add_argument("--clients", default="1,4,16,32,64")
+    parser.add_argument("--inputs", default="short,long")
+    parser.add_argument("--transports", default=f"{GRPC},{REST}")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is kept")
+    parser.add_argument("--no-open-loop", dest="open_loop", action="store_false")
+    parser.add_argument("--quick", action="store_true", help="32 clients, short inputs only")
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.inputs = "1,32", "short"
+    args.clients = [int(c) for c in args.clients.split(",")]
+    args.inputs = args.inputs.split(",")
+    args.transports = args.transports.split(",")
+
+    from bench.peers_systems import peer_systems
+
+    store = ROOT / "model-store"
+    candidates = {s.name: s for s in [Taskgate(True, store), Taskgate(False, store), *peer_systems()]}
+    raw = {}
+    for inputs in args.inputs:
+        rate, batch, p50 = raw_runtime(inputs, args.duration)
+        raw[inputs] = {"rows_per_s": rate, "best_batch": batch, "batch1_p50_ms": p50}
+        print(f"raw ONNX Runtime, {inputs}: {rate:.0f} rows/s at batch {batch}; batch-1 p50 {p50:.2f} ms")
+    rows: list[Row] = []
+    print(HEADER)
+    for name in args.systems.split(","):
+        system = candidates[name]
+        with system.serve() as running:
+            asyncio.run(measure(system, running, args, rows))
+    report(args, raw, rows, candidates)
+
+
+def report(args: argparse.Namespace, raw: dict, rows: list[Row], systems: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "encoder_throughput.json").write_text(
+        json.dumps({"raw": raw, "rows": [asdict(r) for r in rows]}, indent=2)
+    )
+    lines = [
+        "# Encoder benchmark",
+        "",
+        "Threads: " + "; ".join(f"{n}: {s.threads}" for n, s in systems.items()),
+    ]
+    lines += ["", "Raw ONNX Runtime (2 threads x 1 intra-op):", ""]
+    for inputs, value in raw.items():
+        lines.append(
+            f"- {inputs}: {value['rows_per_s']:.0f} rows/s at batch {value['best_batch']}, "
+            f"batch-1 p50 {value['batch1_p50_ms']:.2f} ms"
+        )
+    lines += ["", HEADER, *(_fmt(r) for r in rows), "", "## Ratios (closed loop, short inputs)", ""]
+
+    def pick(system: str, transport: str, clients: int) -> Row | None:
+        return next(
+            (r for r in rows if (r.system, r.transport, r.inputs, r.mode, r.clients)
+             == (system, transport, "short", "closed", clients)),
+            None,
+        )  # fmt: skip
+
+    for transport in args.transports:
+        ours = pick("taskgate", transport, 32)
+        if ours is None:
+            continue
+        if "short" in raw:
+            lines.append(
+                f"- {transport}, 32 clients: (b)/(a) = {ours.throughput / raw['short']['rows_per_s']:.2f}"
+            )
+        for name, label in (("taskgate-nobatch", "(c)"), ("kserve", "(d)"), ("caikit", "(e)")):
+            other = pick(name, transport, 32)
+            if other and other.throughput:
+                lines.append(
+                    f"- {transport}, 32 clients: (b)/{label} = {ours.throughput / other.throughput:.2f}"
+                )
+        single = pick("taskgate", transport, 1)
+        if single and "short" in raw:
+            extra = single.p50_ms - raw["short"]["batch1_p50_ms"]
+            lines.append(f"- {transport}, 1 client: (b) p50 - (a) p50 = {extra:+.2f} ms")
+    (RESULTS / "encoder_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[lines.index("## Ratios (closed loop, short inputs)") :]))
+    plot(rows)
+
+
+def plot(rows: list[Row]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    keys = sorted({(r.system, r.transport, r.inputs) for r in rows if r.mode == "closed"})
+    for system, transport, inputs in keys:
+        series = [
+            r
+            for r in rows
+            if (r.system, r.transport, r.inputs, r.mode) == (system, transport, inputs, "closed")
+        ]
+        label = f"{system} {transport} {inputs}"
+        left.plot([r.clients for r in series], [r.throughput for r in series], marker="o", label=label)
+        right.plot([r.throughput for r in series], [r.p99_ms for r in series], marker="o", label=label)
+    left.set(
+        xscale="log", xlabel="concurrent clients", ylabel="requests/s", title="Throughput vs concurrency"
+    )
+    right.set(yscale="log", xlabel="requests/s", ylabel="p99 latency (ms)", title="p99 vs throughput")
+    left.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "encoder_throughput.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
