@@ -18,6 +18,7 @@ from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
 from gateway.store import ModelStore
+from gateway.store_watch import watch_store
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,13 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = ModelRegistry(ModelStore(settings.model_store), settings.runtime)
         self.metrics = Metrics()
+        self.registry = ModelRegistry(
+            ModelStore(settings.model_store), settings.runtime, settings.registry, self.metrics
+        )
         self.core = TaskService(self.registry, settings.limits, settings.runtime, self.metrics)
+        self._watch_stop = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -53,6 +58,7 @@ class Gateway:
         server = self.settings.server
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
+        self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
         self._grpc, grpc_port = await start_grpc(self.core, server)
         config = uvicorn.Config(
             create_app(self.core, server),
@@ -63,6 +69,8 @@ class Gateway:
             lifespan="off",
             http="httptools",
         )
+        # uvicorn logs access lines whenever any ancestor logger has a handler; we don't want them
+        logging.getLogger("uvicorn.access").propagate = False
         self._http = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._http.serve())
         while not self._http.started:
@@ -80,5 +88,8 @@ class Gateway:
             await self._http_task
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
+        self._watch_stop.set()
+        if self._watch_task is not None:
+            await self._watch_task
         await self.core.close()
-        self.registry.unload_all()
+        await self.registry.unload_all()

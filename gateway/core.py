@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +75,8 @@ class TaskService:
         self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._inflight: dict[str, int] = {}
         self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        registry.on_unload(self._drop_batcher)
 
     async def close(self) -> None:
         for _, batcher in self._batchers.values():
@@ -82,6 +84,15 @@ class TaskService:
         self._batchers.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._prep_executor.shutdown(wait=False, cancel_futures=True)
+
+    def _drop_batcher(self, model: LoadedModel) -> None:
+        """An unloaded model's batcher goes with it (it has no rows: the model was idle)."""
+        entry = self._batchers.get(model.model_id)
+        if entry is not None and entry[0] is model:
+            del self._batchers[model.model_id]
+            closing = asyncio.ensure_future(entry[1].close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     # -- batching settings (management) --------------------------------------------------
     async def batching(self, model_id: str) -> BatchSettings:
@@ -106,9 +117,9 @@ class TaskService:
         self, ctx: RequestContext, model_id: str, texts: Sequence[str], truncate: int | None
     ) -> EmbeddingOutput:
         self._check_texts(texts, "text")
-        model, encoder = await self._encoder(model_id, Task.EMBEDDING)
-        vectors, tokens = await self._encode(ctx, model, encoder, list(texts), truncate)
-        return EmbeddingOutput(list(vectors), tokens, _producer(model))
+        async with self._encoder(ctx, model_id, Task.EMBEDDING) as (model, encoder):
+            vectors, tokens = await self._encode(ctx, model, encoder, list(texts), truncate)
+            return EmbeddingOutput(list(vectors), tokens, _producer(model))
 
     async def similarity(
         self,
@@ -120,10 +131,10 @@ class TaskService:
     ) -> SimilarityOutput:
         self._check_texts(sources, "source_sentence")
         self._check_texts(sentences, "sentences")
-        model, encoder = await self._encoder(model_id, Task.SENTENCE_SIMILARITY)
-        vectors, tokens = await self._encode(ctx, model, encoder, [*sources, *sentences], truncate)
-        scores = vectors[: len(sources)] @ vectors[len(sources) :].T
-        return SimilarityOutput([row.tolist() for row in scores], tokens, _producer(model))
+        async with self._encoder(ctx, model_id, Task.SENTENCE_SIMILARITY) as (model, encoder):
+            vectors, tokens = await self._encode(ctx, model, encoder, [*sources, *sentences], truncate)
+            scores = vectors[: len(sources)] @ vectors[len(sources) :].T
+            return SimilarityOutput([row.tolist() for row in scores], tokens, _producer(model))
 
     async def rerank(
         self,
@@ -143,44 +154,44 @@ class TaskService:
         self._check_texts(texts, "documents")
         if top_n is not None and top_n < 0:
             raise InvalidInput(f"top_n must not be negative, got {top_n}")
-        model, encoder = await self._encoder(model_id, Task.RERANK)
-        vectors, tokens = await self._encode(ctx, model, encoder, [*queries, *texts], truncate)
-        scores = vectors[: len(queries)] @ vectors[len(queries) :].T
-        keep = len(texts) if not top_n else min(top_n, len(texts))
-        ranked = []
-        for row in scores:
-            order = np.argsort(-row, kind="stable")[:keep]
-            ranked.append(
-                [
-                    RerankScore(
-                        index=int(i),
-                        score=float(row[i]),
-                        text=texts[i] if return_text else None,
-                        document=dict(documents[i]) if return_documents else None,
-                    )
-                    for i in order
-                ]
-            )
-        shown = [q if return_query else None for q in queries]
-        return RerankOutput(shown, ranked, tokens, _producer(model))
+        async with self._encoder(ctx, model_id, Task.RERANK) as (model, encoder):
+            vectors, tokens = await self._encode(ctx, model, encoder, [*queries, *texts], truncate)
+            scores = vectors[: len(queries)] @ vectors[len(queries) :].T
+            keep = len(texts) if not top_n else min(top_n, len(texts))
+            ranked = []
+            for row in scores:
+                order = np.argsort(-row, kind="stable")[:keep]
+                ranked.append(
+                    [
+                        RerankScore(
+                            index=int(i),
+                            score=float(row[i]),
+                            text=texts[i] if return_text else None,
+                            document=dict(documents[i]) if return_documents else None,
+                        )
+                        for i in order
+                    ]
+                )
+            shown = [q if return_query else None for q in queries]
+            return RerankOutput(shown, ranked, tokens, _producer(model))
 
     async def tokenize(self, ctx: RequestContext, model_id: str, text: str) -> TokenizationOutput:
         self._check_texts([text], "text")
-        model, encoder = await self._encoder(model_id, Task.TOKENIZATION)
-        tokens = await self._call(ctx, model.model_id, encoder.tokens, text)
-        out = [TokenOutput(t.text, t.start, t.end) for t in tokens]
-        return TokenizationOutput(out, len(out))
+        async with self._encoder(ctx, model_id, Task.TOKENIZATION) as (model, encoder):
+            tokens = await self._call(ctx, model.model_id, encoder.tokens, text)
+            out = [TokenOutput(t.text, t.start, t.end) for t in tokens]
+            return TokenizationOutput(out, len(out))
 
     async def classify(
         self, ctx: RequestContext, model_id: str, text: str, truncate: int | None = None
     ) -> ClassificationOutput:
         self._check_texts([text], "text")
-        model, encoder = await self._encoder(model_id, Task.TEXT_CLASSIFICATION)
-        probabilities, _ = await self._encode(ctx, model, encoder, [text], truncate)
-        row = probabilities[0]
-        order = np.argsort(-row, kind="stable")
-        labels = [(encoder.labels[i], float(row[i])) for i in order]
-        return ClassificationOutput(labels, _producer(model))
+        async with self._encoder(ctx, model_id, Task.TEXT_CLASSIFICATION) as (model, encoder):
+            probabilities, _ = await self._encode(ctx, model, encoder, [text], truncate)
+            row = probabilities[0]
+            order = np.argsort(-row, kind="stable")
+            labels = [(encoder.labels[i], float(row[i])) for i in order]
+            return ClassificationOutput(labels, _producer(model))
 
     # -- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -217,14 +228,18 @@ class TaskService:
                     f"{where} has {len(text)} characters; at most {self._limits.max_text_chars}"
                 )
 
-    async def _encoder(self, model_id: str, task: Task) -> tuple[LoadedModel, EncoderRuntime]:
-        model = await self.registry.get(model_id)
-        if task not in model.manifest.tasks or not isinstance(model.runtime, EncoderRuntime):
-            served = ", ".join(sorted(t.value for t in model.manifest.tasks))
-            raise TaskNotSupported(
-                f"model {model_id!r} does not serve the {task.value} task; it serves: {served}"
-            )
-        return model, model.runtime
+    @contextlib.asynccontextmanager
+    async def _encoder(
+        self, ctx: RequestContext, model_id: str, task: Task
+    ) -> AsyncIterator[tuple[LoadedModel, EncoderRuntime]]:
+        """The model for ``task``, held in use (not evictable) for the block."""
+        async with self.registry.use(model_id, self._deadline(ctx)) as model:
+            if task not in model.manifest.tasks or not isinstance(model.runtime, EncoderRuntime):
+                served = ", ".join(sorted(t.value for t in model.manifest.tasks))
+                raise TaskNotSupported(
+                    f"model {model_id!r} does not serve the {task.value} task; it serves: {served}"
+                )
+            yield model, model.runtime
 
     async def _encode(
         self,

@@ -1,30 +1,37 @@
-"""ModelRegistry: model id -> loaded runtime, loaded on first use, one load per model at a time.
+"""ModelRegistry: model id -> loaded runtime, under a memory budget (the multiplexer).
 
-The registry owns every loaded model. Concurrent first requests for one model share a single
-load (single-flight). A failed load is remembered with its reason and retried only after a
-back-off, so a broken model answers UNAVAILABLE quickly and never disturbs the others.
-Memory budgets and eviction build on this object (see the multiplexing issue).
+- Lazy: a model is loaded on its first request. Single-flight: concurrent first requests share
+  one load; at most ``max_concurrent_loads`` loads run at once. A request waits for a load up
+  to its deadline, then gets UNAVAILABLE with a retry hint.
+- Budget: sizes are estimated from files before loading (or remembered from an earlier load)
+  and measured after. When a load would pass the budget, least-recently-used models are
+  evicted; never one with requests in flight, never a pinned one.
+- A failed load marks the model FAILED with its reason and is retried only after an
+  exponential back-off; it never disturbs the other models.
+- ``use()`` brackets a request: the model cannot be evicted while it is in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.batcher import BatchSettings
-from gateway.errors import InvalidInput, TaskgateError, Unavailable
+from gateway.errors import InvalidInput, ModelNotFound, TaskgateError, Unavailable
+from gateway.metrics import Metrics
+from gateway.settings import RegistrySettings
 from gateway.store import ManifestError, ModelManifest, ModelStore
 from gateway.tasks import Task
 from runtimes.base import EncoderRuntime, Runtime, ThreadSettings
 from runtimes.catalog import factory_for
 
 log = logging.getLogger(__name__)
-
-FAILED_RETRY_S = 5.0
 
 
 @dataclass
@@ -33,7 +40,9 @@ class LoadedModel:
     runtime: Runtime[Any, Any]
     size_bytes: int
     load_seconds: float
+    pinned: bool = False
     hits: int = 0
+    inflight: int = 0
     last_used: float = field(default_factory=time.time)
 
     @property
@@ -44,12 +53,18 @@ class LoadedModel:
 @dataclass(frozen=True)
 class ModelStatus:
     model_id: str
-    state: str  # "NOT_LOADED", "LOADING", "LOADED" or "FAILED"
+    state: str  # NOT_LOADED, LOADING, LOADED, FAILED
     tasks: tuple[str, ...]
     runtime: str
     source: str
     size_bytes: int
+    estimated_size_bytes: int
+    pinned: bool
     hits: int
+    misses: int
+    inflight: int
+    last_used: float
+    load_seconds: float
     reason: str = ""
 
 
@@ -57,116 +72,287 @@ class ModelStatus:
 class _Failure:
     reason: str
     at: float
+    count: int
 
 
 class ModelRegistry:
-    def __init__(self, store: ModelStore, threads: ThreadSettings) -> None:
-        self._store = store
+    def __init__(
+        self,
+        store: ModelStore,
+        threads: ThreadSettings,
+        settings: RegistrySettings | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or RegistrySettings()
         self._threads = threads
-        self._loaded: dict[str, LoadedModel] = {}
+        self._metrics = metrics or Metrics()
+        self._loaded: dict[str, LoadedModel] = {}  # insertion order is not LRU; last_used is
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         self._failed: dict[str, _Failure] = {}
+        self._sizes: dict[str, int] = {}  # measured sizes, remembered across unloads
+        self._misses: dict[str, int] = {}
+        self._pins: set[str] = set()
+        self._load_slots: asyncio.Semaphore | None = None
+        self._unload_listeners: list[Callable[[LoadedModel], None]] = []
         self.load_count = 0
 
-    async def get(self, model_id: str) -> LoadedModel:
+    # -- requests ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, model_id: str, deadline: float | None = None) -> AsyncIterator[LoadedModel]:
+        """The loaded model, protected from eviction until the block exits."""
+        model = await self.get(model_id, deadline)
+        model.inflight += 1
+        try:
+            yield model
+        finally:
+            model.inflight -= 1
+            model.last_used = time.time()
+
+    async def get(self, model_id: str, deadline: float | None = None) -> LoadedModel:
         model = self._loaded.get(model_id)
-        if model is None:
-            model = await self._load_once(model_id)
+        if model is not None:
+            self._metrics.cache.labels(model_id, "hit").inc()
+        else:
+            self._metrics.cache.labels(model_id, "miss").inc()
+            self._misses[model_id] = self._misses.get(model_id, 0) + 1
+            started = time.monotonic()
+            model = await self._wait_for_load(model_id, deadline)
+            while self._loaded.get(model_id) is not model:  # evicted before this waiter resumed
+                model = await self._wait_for_load(model_id, deadline)
+            self._metrics.load_wait.labels(model_id).observe(time.monotonic() - started)
         model.hits += 1
         model.last_used = time.time()
         return model
 
-    async def _load_once(self, model_id: str) -> LoadedModel:
-        pending = self._loading.get(model_id)
-        if pending is None:
-            try:
-                manifest = self._store.manifest(model_id)  # NOT_FOUND / INVALID_ARGUMENT early
-            except ManifestError as exc:
-                raise Unavailable(f"model {model_id!r} cannot be served: {exc}") from None
-            failure = self._failed.get(model_id)
-            if failure and time.monotonic() - failure.at < FAILED_RETRY_S:
-                raise Unavailable(
-                    f"model {model_id!r} failed to load: {failure.reason}",
-                    retry_after_s=FAILED_RETRY_S,
-                )
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[model_id] = pending
-            try:
-                model = await asyncio.to_thread(self._load_sync, manifest)
-            except BaseException as exc:
-                reason = str(exc) if isinstance(exc, ManifestError) else f"{type(exc).__name__}: {exc}"
-                log.exception("loading model %s failed", model_id)
-                self._failed[model_id] = _Failure(reason, time.monotonic())
-                error = Unavailable(
-                    f"model {model_id!r} failed to load: {reason}", retry_after_s=FAILED_RETRY_S
-                )
-                pending.set_exception(error)
-                pending.exception()  # mark retrieved: waiters may be none
-                raise error from None
-            finally:
-                self._loading.pop(model_id, None)
-            self._failed.pop(model_id, None)
-            self._loaded[model_id] = model
-            pending.set_result(model)
-            return model
-        return await asyncio.shield(pending)
+    # -- management ----------------------------------------------------------------------
+    async def load(self, model_id: str) -> LoadedModel:
+        return await self.get(model_id)
 
-    def _load_sync(self, manifest: ModelManifest) -> LoadedModel:
-        started = time.perf_counter()
-        factory = factory_for(manifest.runtime)
-        runtime = factory(
-            source=manifest.source,
-            work_dir=manifest.folder,
-            options=manifest.settings,
-            threads=self._threads,
-        )
-        _check_tasks(manifest, runtime)
-        runtime.load()
-        self.load_count += 1
-        elapsed = time.perf_counter() - started
-        log.info("loaded model %s in %.2f s", manifest.model_id, elapsed)
-        return LoadedModel(manifest, runtime, runtime.size_bytes(), elapsed)
+    async def unload(self, model_id: str, *, force: bool = False) -> bool:
+        """Unload a model; False when it is not loaded. In-flight models refuse unless forced."""
+        model = self._loaded.get(model_id)
+        if model is None:
+            return False
+        if model.inflight and not force:
+            raise Unavailable(
+                f"model {model_id!r} has {model.inflight} requests in flight; retry", retry_after_s=1.0
+            )
+        await self._unload(model)
+        return True
+
+    def pin(self, model_id: str, pinned: bool) -> None:
+        self.store.manifest(model_id)  # NOT_FOUND for unknown models
+        if pinned:
+            self._pins.add(model_id)
+        else:
+            self._pins.discard(model_id)
+        if model_id in self._loaded:
+            self._loaded[model_id].pinned = pinned or _pinned_by_manifest(self._loaded[model_id].manifest)
+
+    def on_unload(self, listener: Callable[[LoadedModel], None]) -> None:
+        self._unload_listeners.append(listener)
 
     def update_settings(self, model_id: str, patch: dict[str, Any]) -> None:
         """Merge ``patch`` into the model's manifest settings and write it back atomically."""
-        manifest = self._store.manifest(model_id)
+        manifest = self.store.manifest(model_id)
         updated = dataclasses.replace(manifest, settings={**manifest.settings, **patch})
         updated.write()
         loaded = self._loaded.get(model_id)
         if loaded is not None:
             loaded.manifest = updated
 
-    def unload_all(self) -> None:
-        for model in self._loaded.values():
-            model.runtime.unload()
-        self._loaded.clear()
+    async def forget_missing(self) -> list[str]:
+        """Unload models whose folder left the store or whose manifest changed."""
+        gone = []
+        for model_id, model in list(self._loaded.items()):
+            try:
+                current = self.store.manifest(model_id)
+            except (ModelNotFound, ManifestError):
+                current = None
+            if current is None or current != model.manifest:
+                gone.append(model_id)
+                await self._unload(model)
+        for model_id in list(self._failed):
+            self._failed.pop(model_id)  # the store changed: a failed model may load now
+        return gone
+
+    async def unload_all(self) -> None:
+        for model in list(self._loaded.values()):
+            await self._unload(model)
+
+    @property
+    def loaded_bytes(self) -> int:
+        return sum(model.size_bytes for model in self._loaded.values())
 
     def status(self) -> list[ModelStatus]:
-        statuses = []
-        for model_id in self._store.model_ids():
-            try:
-                manifest = self._store.manifest(model_id)
-            except (ManifestError, TaskgateError) as exc:
-                statuses.append(ModelStatus(model_id, "FAILED", (), "", "", 0, 0, str(exc)))
-                continue
-            loaded = self._loaded.get(model_id)
-            failure = self._failed.get(model_id)
-            state = "LOADED" if loaded else "LOADING" if model_id in self._loading else "NOT_LOADED"
-            if failure and not loaded:
-                state = "FAILED"
-            statuses.append(
-                ModelStatus(
-                    model_id=model_id,
-                    state=state,
-                    tasks=tuple(sorted(task.value for task in manifest.tasks)),
-                    runtime=manifest.runtime,
-                    source=manifest.source.as_uri(),
-                    size_bytes=loaded.size_bytes if loaded else 0,
-                    hits=loaded.hits if loaded else 0,
-                    reason=failure.reason if failure and not loaded else "",
+        return [self._status(model_id) for model_id in self.store.model_ids()]
+
+    def model_status(self, model_id: str) -> ModelStatus:
+        self.store.manifest(model_id)  # NOT_FOUND for unknown models
+        return self._status(model_id)
+
+    # -- loading -------------------------------------------------------------------------
+    async def _wait_for_load(self, model_id: str, deadline: float | None) -> LoadedModel:
+        pending = self._loading.get(model_id)
+        if pending is None:
+            manifest = self._manifest(model_id)
+            self._check_backoff(model_id)
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[model_id] = pending
+            asyncio.get_running_loop().create_task(self._load(manifest, pending))
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"model {model_id!r} is still loading; retry shortly", retry_after_s=1.0
+            ) from None
+
+    def _manifest(self, model_id: str) -> ModelManifest:
+        try:
+            return self.store.manifest(model_id)
+        except ManifestError as exc:
+            raise Unavailable(f"model {model_id!r} cannot be served: {exc}") from None
+
+    def _check_backoff(self, model_id: str) -> None:
+        failure = self._failed.get(model_id)
+        if failure is None:
+            return
+        wait = min(self.settings.retry_max_s, self.settings.retry_initial_s * 2 ** (failure.count - 1))
+        remaining = failure.at + wait - time.monotonic()
+        if remaining > 0:
+            raise Unavailable(f"model {model_id!r} failed to load: {failure.reason}", retry_after_s=remaining)
+
+    async def _load(self, manifest: ModelManifest, pending: asyncio.Future[LoadedModel]) -> None:
+        model_id = manifest.model_id
+        if self._load_slots is None:
+            self._load_slots = asyncio.Semaphore(self.settings.max_concurrent_loads)
+        try:
+            async with self._load_slots:
+                estimate = self._sizes.get(model_id) or _estimate_size(manifest)
+                await self._make_room(estimate, model_id)
+                model = await asyncio.to_thread(self._load_sync, manifest)
+                model.pinned = model_id in self._pins or _pinned_by_manifest(manifest)
+                self._sizes[model_id] = model.size_bytes
+                self._loaded[model_id] = model
+                await self._make_room(0, model_id)  # the measured size may exceed the estimate
+        except BaseException as exc:
+            reason = exc.message if isinstance(exc, TaskgateError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, Unavailable):
+                log.exception("loading model %s failed", model_id)
+                count = self._failed[model_id].count + 1 if model_id in self._failed else 1
+                self._failed[model_id] = _Failure(reason, time.monotonic(), count)
+            error = (
+                exc
+                if isinstance(exc, Unavailable)
+                else Unavailable(
+                    f"model {model_id!r} failed to load: {reason}",
+                    retry_after_s=self.settings.retry_initial_s,
                 )
             )
-        return statuses
+            pending.set_exception(error)
+            pending.exception()  # retrieved: there may be no waiter left
+        else:
+            self._failed.pop(model_id, None)
+            pending.set_result(model)
+        finally:
+            self._loading.pop(model_id, None)
+            self._report()
+
+    def _load_sync(self, manifest: ModelManifest) -> LoadedModel:
+        started = time.perf_counter()
+        factory = factory_for(manifest.runtime)
+        runtime = factory(
+            source=manifest.source, work_dir=manifest.folder, options=manifest.settings, threads=self._threads
+        )
+        _check_tasks(manifest, runtime)
+        runtime.load()
+        if manifest.settings.get("warmup"):
+            runtime.warmup()
+        self.load_count += 1
+        elapsed = time.perf_counter() - started
+        self._metrics.load_seconds.labels(manifest.model_id).observe(elapsed)
+        log.info("loaded model %s in %.2f s", manifest.model_id, elapsed)
+        return LoadedModel(manifest, runtime, runtime.size_bytes(), elapsed)
+
+    async def _make_room(self, needed: int, loading: str) -> None:
+        budget = self.settings.memory_budget_bytes
+        if not budget:
+            return
+        while self.loaded_bytes + needed > budget:
+            victims = [
+                m for m in self._loaded.values() if not m.inflight and not m.pinned and m.model_id != loading
+            ]
+            if not victims:
+                if needed == 0:
+                    return  # over budget only by busy or pinned models; they go when idle
+                raise Unavailable(
+                    f"no room for model {loading!r} ({needed} bytes) in the memory budget of {budget} bytes: "
+                    f"{self.loaded_bytes} bytes are held by models in use or pinned; retry shortly",
+                    retry_after_s=1.0,
+                )
+            await self._unload(min(victims, key=lambda m: m.last_used))
+
+    async def _unload(self, model: LoadedModel) -> None:
+        if self._loaded.get(model.model_id) is not model:
+            return
+        del self._loaded[model.model_id]
+        started = time.perf_counter()
+        for listener in self._unload_listeners:
+            listener(model)
+        await asyncio.to_thread(model.runtime.unload)
+        self._metrics.unload_seconds.labels(model.model_id).observe(time.perf_counter() - started)
+        log.info("unloaded model %s (%d bytes)", model.model_id, model.size_bytes)
+        self._report()
+
+    def _report(self) -> None:
+        self._metrics.loaded_models.set(len(self._loaded))
+        self._metrics.loaded_bytes.set(self.loaded_bytes)
+
+    def _status(self, model_id: str) -> ModelStatus:
+        try:
+            manifest = self.store.manifest(model_id)
+        except (ManifestError, TaskgateError) as exc:
+            return ModelStatus(model_id, "FAILED", (), "", "", 0, 0, False, 0, 0, 0, 0.0, 0.0, str(exc))
+        loaded = self._loaded.get(model_id)
+        failure = self._failed.get(model_id)
+        if loaded:
+            state = "LOADED"
+        elif model_id in self._loading:
+            state = "LOADING"
+        else:
+            state = "FAILED" if failure else "NOT_LOADED"
+        return ModelStatus(
+            model_id=model_id,
+            state=state,
+            tasks=tuple(sorted(task.value for task in manifest.tasks)),
+            runtime=manifest.runtime,
+            source=manifest.source.as_uri(),
+            size_bytes=loaded.size_bytes if loaded else 0,
+            estimated_size_bytes=self._sizes.get(model_id) or _estimate_size(manifest),
+            pinned=model_id in self._pins or _pinned_by_manifest(manifest),
+            hits=loaded.hits if loaded else 0,
+            misses=self._misses.get(model_id, 0),
+            inflight=loaded.inflight if loaded else 0,
+            last_used=loaded.last_used if loaded else 0.0,
+            load_seconds=loaded.load_seconds if loaded else 0.0,
+            reason=failure.reason if failure and not loaded else "",
+        )
+
+
+def _pinned_by_manifest(manifest: ModelManifest) -> bool:
+    return bool(manifest.settings.get("pinned"))
+
+
+def _estimate_size(manifest: ModelManifest) -> int:
+    """Bytes of the model's source files (what ModelMesh's predictModelSize does from disk)."""
+    source = manifest.source
+    if source.is_file():
+        return source.stat().st_size
+    if not source.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in source.rglob("*") if p.is_file() and p.suffix != ".md")
 
 
 def _check_tasks(manifest: ModelManifest, runtime: Runtime[Any, Any]) -> None:

@@ -53,12 +53,31 @@ class RequestLimits:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """The multiplexer: memory budget (0: none), concurrent loads, failed-load back-off."""
+
+    memory_budget_bytes: int = 0
+    max_concurrent_loads: int = 2
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.memory_budget_bytes < 0:
+            raise ValueError(f"memory_budget_bytes must not be negative, got {self.memory_budget_bytes}")
+        if self.max_concurrent_loads < 1:
+            raise ValueError(f"max_concurrent_loads must be at least 1, got {self.max_concurrent_loads}")
+        if not 0 < self.retry_initial_s <= self.retry_max_s:
+            raise ValueError("retry_initial_s must be positive and at most retry_max_s")
+
+
+@dataclass(frozen=True)
 class Settings:
     model_store: Path = Path("model-store")
     preload: tuple[str, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)
     runtime: ThreadSettings = field(default_factory=ThreadSettings)
     limits: RequestLimits = field(default_factory=RequestLimits)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
 
 
 # (flag, type, help, settings slice, attribute); the env name is derived from the flag
@@ -110,7 +129,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
             return value
         return environ.get(env_name(flag))
 
-    slices: dict[str, dict[str, Any]] = {"server": {}, "runtime": {}, "limits": {}}
+    slices: dict[str, dict[str, Any]] = {"server": {}, "runtime": {}, "limits": {}, "registry": {}}
     for flag, kind, _, dest, attr in _OPTIONS:
         raw = pick(flag)
         if raw is None:
@@ -127,6 +146,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         server=ServerSettings(**slices["server"]),
         runtime=ThreadSettings(**slices["runtime"]),
         limits=RequestLimits(**slices["limits"]),
+        registry=RegistrySettings(**slices["registry"]),
     )
 
 

@@ -48,6 +48,9 @@ class Runtime(abc.ABC, Generic[BatchT, OutputT]):
     def unload(self) -> None:
         """Release the model; ``load`` may be called again afterwards."""
 
+    def warmup(self) -> None:  # noqa: B027 - an optional hook; runtimes override it
+        """Exercise the loaded model once so the first request does not pay for lazy set-up."""
+
 
 @dataclass(frozen=True)
 class TokenRow:
@@ -115,6 +118,9 @@ class EncoderRuntime(Runtime[TokenizedBatch, np.ndarray]):
         return pad_rows([row for row in rows if isinstance(row, TokenRow)], self.pad_id)
 
     pad_id: int = 0
+
+    def warmup(self) -> None:
+        self.run_batch(self.tokenize(["warm-up"], None))
 
     @abc.abstractmethod
     def tokens(self, text: str) -> list[Token]:

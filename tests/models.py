@@ -107,3 +107,38 @@ def build_store(store: Path) -> Path:
     )
     _write_manifest(store, MISSING_SOURCE, ["embedding"], SOURCES / "does-not-exist", {})
     return store
+
+
+def build_tiny_encoder(target: Path, hidden: int, seed: int) -> Path:
+    """A small random BERT encoder with MiniLM's tokenizer (real weights on disk, real export)."""
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    BertModel(config).save_pretrained(str(staging))
+    _copy_tokenizer(staging)
+    staging.rename(target)
+    return target
+
+
+TINY_MODELS = ("tiny-a", "tiny-b", "tiny-c", "tiny-d")
+
+
+def build_tiny_store(store: Path) -> Path:
+    """Four small encoders of equal size, for the multiplexer's tests."""
+    for index, model_id in enumerate(TINY_MODELS):
+        source = build_tiny_encoder(SOURCES / f"tiny-32-{index}", hidden=32, seed=index)
+        _write_manifest(store, model_id, ["embedding"], source, {})
+    return store

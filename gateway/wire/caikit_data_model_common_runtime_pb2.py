@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&caikit_data_model_common_runtime.proto\x12 caikit_data_model.common.runtime\"\x14\n\x12RuntimeInfoRequest\"\xc9\x01\n\x13RuntimeInfoResponse\x12\x17\n\x0fruntime_version\x18\x01 \x01(\t\x12\x62\n\x0fpython_packages\x18\x02 \x03(\x0b\x32I.caikit_data_model.common.runtime.RuntimeInfoResponse.PythonPackagesEntry\x1a\x35\n\x13PythonPackagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x10ModelInfoRequest\x12\x11\n\tmodel_ids\x18\x01 \x03(\t\"\xed\x02\n\tModelInfo\x12\x12\n\nmodel_path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12K\n\x08metadata\x18\x04 \x03(\x0b\x32\x39.caikit_data_model.common.runtime.ModelInfo.MetadataEntry\x12\x11\n\tmodule_id\x18\x05 \x01(\t\x12X\n\x0fmodule_metadata\x18\x06 \x03(\x0b\x32?.caikit_data_model.common.runtime.ModelInfo.ModuleMetadataEntry\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13ModuleMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x11ModelInfoResponse\x12;\n\x06models\x18\x01 \x03(\x0b\x32+.caikit_data_model.common.runtime.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&caikit_data_model_common_runtime.proto\x12 caikit_data_model.common.runtime\x1a\x1cgoogle/protobuf/struct.proto\"\x14\n\x12RuntimeInfoRequest\"\xc9\x01\n\x13RuntimeInfoResponse\x12\x17\n\x0fruntime_version\x18\x01 \x01(\t\x12\x62\n\x0fpython_packages\x18\x02 \x03(\x0b\x32I.caikit_data_model.common.runtime.RuntimeInfoResponse.PythonPackagesEntry\x1a\x35\n\x13PythonPackagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"%\n\x10ModelInfoRequest\x12\x11\n\tmodel_ids\x18\x01 \x03(\t\"\x9a\x02\n\tModelInfo\x12\x12\n\nmodel_path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tmodule_id\x18\x05 \x01(\t\x12X\n\x0fmodule_metadata\x18\x06 \x03(\x0b\x32?.caikit_data_model.common.runtime.ModelInfo.ModuleMetadataEntry\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\x1a\x35\n\x13ModuleMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x11ModelInfoResponse\x12;\n\x06models\x18\x01 \x03(\x0b\x32+.caikit_data_model.common.runtime.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNTIMEINFORESPONSE_PYTHONPACKAGESENTRY']._loaded_options = None
   _globals['_RUNTIMEINFORESPONSE_PYTHONPACKAGESENTRY']._serialized_options = b'8\001'
-  _globals['_MODELINFO_METADATAENTRY']._loaded_options = None
-  _globals['_MODELINFO_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_MODULEMETADATAENTRY']._loaded_options = None
   _globals['_MODELINFO_MODULEMETADATAENTRY']._serialized_options = b'8\001'
-  _globals['_RUNTIMEINFOREQUEST']._serialized_start=76
-  _globals['_RUNTIMEINFOREQUEST']._serialized_end=96
-  _globals['_RUNTIMEINFORESPONSE']._serialized_start=99
-  _globals['_RUNTIMEINFORESPONSE']._serialized_end=300
-  _globals['_RUNTIMEINFORESPONSE_PYTHONPACKAGESENTRY']._serialized_start=247
-  _globals['_RUNTIMEINFORESPONSE_PYTHONPACKAGESENTRY']._serialized_end=300
-  _globals['_MODELINFOREQUEST']._serialized_start=302
-  _globals['_MODELINFOREQUEST']._serialized_end=339
-  _globals['_MODELINFO']._serialized_start=342
-  _globals['_MODELINFO']._serialized_end=707
-  _globals['_MODELINFO_METADATAENTRY']._serialized_start=605
-  _globals['_MODELINFO_METADATAENTRY']._serialized_end=652
-  _globals['_MODELINFO_MODULEMETADATAENTRY']._serialized_start=654
-  _globals['_MODELINFO_MODULEMETADATAENTRY']._serialized_end=707
-  _globals['_MODELINFORESPONSE']._serialized_start=709
-  _globals['_MODELINFORESPONSE']._serialized_end=789
+  _globals['_RUNTIMEINFOREQUEST']._serialized_start=106
+  _globals['_RUNTIMEINFOREQUEST']._serialized_end=126
+  _globals['_RUNTIMEINFORESPONSE']._serialized_start=129
+  _globals['_RUNTIMEINFORESPONSE']._serialized_end=330
+  _globals['_RUNTIMEINFORESPONSE_PYTHONPACKAGESENTRY']._serialized_start=277
+  _globals['_RUNTIMEINFORESPONSE_PYTHONPACKAGESENTRY']._serialized_end=330
+  _globals['_MODELINFOREQUEST']._serialized_start=332
+  _globals['_MODELINFOREQUEST']._serialized_end=369
+  _globals['_MODELINFO']._serialized_start=372
+  _globals['_MODELINFO']._serialized_end=654
+  _globals['_MODELINFO_MODULEMETADATAENTRY']._serialized_start=601
+  _globals['_MODELINFO_MODULEMETADATAENTRY']._serialized_end=654
+  _globals['_MODELINFORESPONSE']._serialized_start=656
+  _globals['_MODELINFORESPONSE']._serialized_end=736
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -33,13 +34,6 @@ class ModelInfoRequest(_message.Message):
 
 class ModelInfo(_message.Message):
     __slots__ = ("model_path", "name", "size", "metadata", "module_id", "module_metadata", "loaded")
-    class MetadataEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     class ModuleMetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,11 +51,11 @@ class ModelInfo(_message.Message):
     model_path: str
     name: str
     size: int
-    metadata: _containers.ScalarMap[str, str]
+    metadata: _struct_pb2.Struct
     module_id: str
     module_metadata: _containers.ScalarMap[str, str]
     loaded: bool
-    def __init__(self, model_path: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., module_id: _Optional[str] = ..., module_metadata: _Optional[_Mapping[str, str]] = ..., loaded: bool = ...) -> None: ...
+    def __init__(self, model_path: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., module_id: _Optional[str] = ..., module_metadata: _Optional[_Mapping[str, str]] = ..., loaded: bool = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("models",)

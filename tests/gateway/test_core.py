@@ -174,7 +174,7 @@ async def test_concurrent_first_requests_load_once(store: Path) -> None:
     models = await asyncio.gather(*(registry.get(MINILM) for _ in range(8)))
     assert registry.load_count == 1
     assert all(m is models[0] for m in models)
-    registry.unload_all()
+    await registry.unload_all()
 
 
 async def test_admission_sheds_beyond_the_inflight_limit(store: Path) -> None:

@@ -1,0 +1,6 @@
+from gateway.wire import caikit_data_model_runtime_models_pb2 as _caikit_data_model_runtime_models_pb2
+from gateway.wire import caikit_data_model_common_runtime_pb2 as _caikit_data_model_common_runtime_pb2
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
