@@ -14,6 +14,7 @@ import uvicorn
 from gateway.core import TaskService
 from gateway.grpc_frontend import start_grpc
 from gateway.http_frontend import create_app
+from gateway.management import ModelManagement
 from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
@@ -47,6 +48,7 @@ class Gateway:
             ModelStore(settings.model_store), settings.runtime, settings.registry, self.metrics
         )
         self.core = TaskService(self.registry, settings.limits, settings.runtime, self.metrics)
+        self.management = ModelManagement(self.registry)
         self._watch_stop = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -59,9 +61,9 @@ class Gateway:
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
-        self._grpc, grpc_port = await start_grpc(self.core, server)
+        self._grpc, grpc_port = await start_grpc(self.core, self.management, server, self.settings.registry)
         config = uvicorn.Config(
-            create_app(self.core, server),
+            create_app(self.core, self.management, server),
             host=server.host,
             port=server.http_port,
             log_level=server.log_level,

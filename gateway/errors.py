@@ -19,6 +19,7 @@ class ErrorKind(enum.Enum):
     INVALID_INPUT = "invalid_input"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     MODEL_NOT_FOUND = "model_not_found"
+    ALREADY_EXISTS = "already_exists"
     TASK_NOT_SUPPORTED = "task_not_supported"
     OVERLOADED = "overloaded"
     DEADLINE_EXCEEDED = "deadline_exceeded"
@@ -38,6 +39,7 @@ WIRE: dict[ErrorKind, WireCode] = {
     ErrorKind.INVALID_INPUT: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 400),
     ErrorKind.PAYLOAD_TOO_LARGE: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 413),
     ErrorKind.MODEL_NOT_FOUND: WireCode(grpc.StatusCode.NOT_FOUND, 404),
+    ErrorKind.ALREADY_EXISTS: WireCode(grpc.StatusCode.ALREADY_EXISTS, 409),
     ErrorKind.TASK_NOT_SUPPORTED: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 400),
     ErrorKind.OVERLOADED: WireCode(grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
     ErrorKind.DEADLINE_EXCEEDED: WireCode(grpc.StatusCode.DEADLINE_EXCEEDED, 504),
@@ -78,6 +80,10 @@ class ModelNotFound(TaskgateError):
     kind = ErrorKind.MODEL_NOT_FOUND
 
 
+class AlreadyExists(TaskgateError):
+    kind = ErrorKind.ALREADY_EXISTS
+
+
 class TaskNotSupported(TaskgateError):
     kind = ErrorKind.TASK_NOT_SUPPORTED
 
@@ -110,6 +116,7 @@ ERROR_CLASSES: dict[ErrorKind, type[TaskgateError]] = {
         InvalidInput,
         PayloadTooLarge,
         ModelNotFound,
+        AlreadyExists,
         TaskNotSupported,
         Overloaded,
         DeadlineExceeded,

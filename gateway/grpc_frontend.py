@@ -6,11 +6,8 @@ Errors are looked up in the one table of gateway.errors.
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -19,58 +16,27 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway import grpc_convert as convert
 from gateway.core import RequestContext, TaskService
-from gateway.errors import TaskgateError, internal, new_request_id
+from gateway.grpc_common import task_rpc
+from gateway.grpc_management import (
+    CaikitModelManagementServicer,
+    ModelControlServicer,
+    ModelMeshRuntimeServicer,
+)
 from gateway.info import models_info, runtime_info
-from gateway.settings import ServerSettings
+from gateway.management import ModelManagement
+from gateway.settings import RegistrySettings, ServerSettings
 from gateway.wire import caikit_data_model_common_runtime_pb2 as runtime_pb2
 from gateway.wire import caikit_runtime_info_pb2, caikit_runtime_info_pb2_grpc
+from gateway.wire import caikit_runtime_models_pb2 as caikit_models_pb2
+from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp_pb2
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
+from gateway.wire import modelmesh_model_runtime_pb2 as mmesh_pb2
+from gateway.wire import modelmesh_model_runtime_pb2_grpc as mmesh_grpc
+from gateway.wire import taskgate_management_pb2 as control_pb2
+from gateway.wire import taskgate_management_pb2_grpc as control_grpc
 
 log = logging.getLogger(__name__)
-
-MODEL_ID_KEY = "mm-model-id"
-REQUEST_ID_KEY = "x-request-id"
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Any, RequestContext, str], Awaitable[Any]]
-
-
-def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
-            return value.decode() if isinstance(value, bytes) else value
-    return ""
-
-
-def task_rpc(handler: Handler) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-    """Wrap a handler: request context from metadata and deadline, errors via the one table."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        request_id = _metadata(context, REQUEST_ID_KEY) or new_request_id()
-        remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
-        ctx = RequestContext(request_id=request_id, deadline=deadline)
-        try:
-            return await handler(self, request, ctx, _metadata(context, MODEL_ID_KEY))
-        except TaskgateError as exc:
-            await _abort(context, exc, request_id)
-        except Exception:
-            log.exception("unhandled error in %s (request id %s)", handler.__name__, request_id)
-            await _abort(context, internal(request_id), request_id)
-
-    return wrapper
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: TaskgateError, request_id: str) -> None:
-    trailers: list[tuple[str, str]] = [(REQUEST_ID_KEY, request_id)]
-    if exc.retry_after_s is not None:
-        trailers.append(("retry-after", str(int(max(1, exc.retry_after_s)))))
-    context.set_trailing_metadata(tuple(trailers))
-    await context.abort(exc.wire.grpc, exc.message)
 
 
 def _opt(request: Any, field: str) -> Any:
@@ -175,9 +141,9 @@ class InfoServicer(caikit_runtime_info_pb2_grpc.InfoServiceServicer):
     async def GetModelsInfo(self, request: Any, context: Any) -> runtime_pb2.ModelInfoResponse:
         wanted = set(request.model_ids)
         models = [
-            runtime_pb2.ModelInfo(**m)
-            for m in models_info(self._core.registry)
-            if not wanted or m["name"] in wanted
+            runtime_pb2.ModelInfo(**info)
+            for info in models_info(self._core.registry)
+            if not wanted or info["name"] in wanted
         ]
         return runtime_pb2.ModelInfoResponse(models=models)
 
@@ -185,10 +151,24 @@ class InfoServicer(caikit_runtime_info_pb2_grpc.InfoServiceServicer):
 SERVICE_NAMES = (
     nlp_pb2.DESCRIPTOR.services_by_name["NlpService"].full_name,
     caikit_runtime_info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name,
+    caikit_models_pb2.DESCRIPTOR.services_by_name["ModelManagement"].full_name,
+    control_pb2.DESCRIPTOR.services_by_name["ModelControl"].full_name,
+    mmesh_pb2.DESCRIPTOR.services_by_name["ModelRuntime"].full_name,
 )
 
 
-async def start_grpc(core: TaskService, settings: ServerSettings) -> tuple[grpc.aio.Server, int]:
+def modelmesh_address(endpoint: str, host: str) -> str:
+    """ModelMesh's ``port:N`` / ``unix:PATH`` endpoint notation as a gRPC listen address."""
+    if endpoint.startswith("port:"):
+        return f"{host}:{int(endpoint[5:])}"
+    if endpoint.startswith("unix:"):
+        return endpoint
+    raise ValueError(f"ModelMesh endpoint must be port:N or unix:PATH, got {endpoint!r}")
+
+
+async def start_grpc(
+    core: TaskService, management: ModelManagement, settings: ServerSettings, registry: RegistrySettings
+) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server; returns it and the bound port (useful when the port is 0)."""
     server = grpc.aio.server(
         options=[
@@ -198,6 +178,12 @@ async def start_grpc(core: TaskService, settings: ServerSettings) -> tuple[grpc.
     )
     nlp_grpc.add_NlpServiceServicer_to_server(NlpServicer(core), server)
     caikit_runtime_info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(core), server)
+    caikit_models_grpc.add_ModelManagementServicer_to_server(
+        CaikitModelManagementServicer(management), server
+    )
+    control_grpc.add_ModelControlServicer_to_server(ModelControlServicer(management, core), server)
+    mmesh = ModelMeshRuntimeServicer(management, registry.memory_budget_bytes, registry.max_concurrent_loads)
+    mmesh_grpc.add_ModelRuntimeServicer_to_server(mmesh, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -205,6 +191,10 @@ async def start_grpc(core: TaskService, settings: ServerSettings) -> tuple[grpc.
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
         raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+    if settings.modelmesh_endpoint:
+        address = modelmesh_address(settings.modelmesh_endpoint, settings.host)
+        if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+            raise OSError(f"cannot bind the ModelMesh endpoint {address}")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -25,7 +25,9 @@ from gateway.errors import (
     internal,
     new_request_id,
 )
+from gateway.http_management import management_router
 from gateway.info import models_info, runtime_info
+from gateway.management import ModelManagement
 from gateway.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -124,13 +126,14 @@ class BodyLimit:
         await self.app(scope, limited, guarded)
 
 
-def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
+def create_app(core: TaskService, management: ModelManagement, settings: ServerSettings) -> FastAPI:
     app = FastAPI(
         title="Taskgate",
         version=__version__,
         description="Task-level text APIs (Caikit-compatible routes).",
     )
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.include_router(management_router(management, core))
 
     @app.exception_handler(TaskgateError)
     async def on_taskgate_error(request: Request, exc: TaskgateError) -> JSONResponse:
@@ -155,15 +158,6 @@ def create_app(core: TaskService, settings: ServerSettings) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(core.metrics.exposition(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/management/models/{model_id}/batching")
-    async def get_batching(model_id: str) -> Json:
-        return (await core.batching(model_id)).as_dict()
-
-    @app.put("/management/models/{model_id}/batching")
-    async def put_batching(model_id: str, body: schemas.BatchingUpdate) -> Json:
-        values = body.model_dump(exclude_none=True)
-        return (await core.set_batching(model_id, values)).as_dict()
 
     @app.get("/health", response_class=PlainTextResponse)
     async def health() -> str:

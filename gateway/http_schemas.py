@@ -107,3 +107,20 @@ class BatchingUpdate(_Strict):
     max_batch_size: int | None = Field(None, description="most rows in one model batch")
     max_queue_delay_ms: float | None = Field(None, description="how long a partial batch may wait for rows")
     max_queue_rows: int | None = Field(None, description="rows that may wait; beyond, requests get 429")
+
+
+class DeployFile(_Strict):
+    filename: str
+    data: str = Field(..., description="the file's bytes, base64-encoded")
+    type: str | None = None
+
+
+class DeployRequest(_Strict):
+    """Caikit's POST /management/models body."""
+
+    model_id: str
+    model_files: list[DeployFile]
+
+
+class PinUpdate(_Strict):
+    pinned: bool

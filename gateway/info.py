@@ -6,7 +6,7 @@ from importlib import metadata
 from typing import Any
 
 from gateway import __version__
-from gateway.registry import ModelRegistry
+from gateway.registry import ModelRegistry, ModelStatus
 
 _PACKAGES = ("taskgate", "onnxruntime", "transformers", "optimum", "tokenizers", "grpcio", "fastapi")
 
@@ -21,21 +21,26 @@ def runtime_info() -> dict[str, Any]:
     return {"runtime_version": __version__, "python_packages": packages}
 
 
+def model_info(status: ModelStatus) -> dict[str, Any]:
+    """A model's status in the shape of Caikit's ModelInfo (metadata is a JSON object)."""
+    metadata: dict[str, Any] = {
+        "state": status.state,
+        "tasks": list(status.tasks),
+        "hits": status.hits,
+        "pinned": status.pinned,
+    }
+    if status.reason:
+        metadata["reason"] = status.reason
+    return {
+        "model_path": status.source,
+        "name": status.model_id,
+        "size": status.size_bytes or status.estimated_size_bytes,
+        "loaded": status.state == "LOADED",
+        "module_id": status.runtime,
+        "metadata": metadata,
+    }
+
+
 def models_info(registry: ModelRegistry) -> list[dict[str, Any]]:
     """One entry per model in the store, in the shape of Caikit's ModelInfo."""
-    return [
-        {
-            "model_path": status.source,
-            "name": status.model_id,
-            "size": status.size_bytes,
-            "loaded": status.state == "LOADED",
-            "module_id": status.runtime,
-            "metadata": {
-                "state": status.state,
-                "tasks": ",".join(status.tasks),
-                "hits": str(status.hits),
-                **({"reason": status.reason} if status.reason else {}),
-            },
-        }
-        for status in registry.status()
-    ]
+    return [model_info(status) for status in registry.status()]

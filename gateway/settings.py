@@ -25,6 +25,7 @@ class ServerSettings:
     http_port: int = 8080
     max_request_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
+    modelmesh_endpoint: str = ""  # "port:N" or "unix:PATH": serve the ModelMesh SPI there too
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -87,6 +88,13 @@ _OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
     ("http-port", int, "HTTP port (Caikit's default 8080)", "server", "http_port"),
     ("max-request-bytes", int, "largest request body accepted", "server", "max_request_bytes"),
     ("log-level", str, "logging level", "server", "log_level"),
+    (
+        "modelmesh-endpoint",
+        str,
+        "extra listener for ModelMesh: port:N or unix:PATH",
+        "server",
+        "modelmesh_endpoint",
+    ),
     ("intra-op-threads", int, "threads inside one model call", "runtime", "intra_op_threads"),
     ("inter-op-threads", int, "threads across graph branches", "runtime", "inter_op_threads"),
     ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ import httpx
 import pytest
 
 from gateway.errors import WIRE, ErrorKind
+from gateway.wire import caikit_data_model_common_file_pb2 as common_file_pb2
+from gateway.wire import caikit_data_model_runtime_models_pb2 as caikit_models_pb2
+from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from tests.conftest import MAX_REQUEST_BYTES, TEST_LIMITS
@@ -24,7 +28,7 @@ class Case:
     model: str
     texts: list[str]
     timeout_ms: float | None = None
-    task: str = "embedding-tasks"
+    deploy: bool = False  # call Caikit's DeployModel instead of a task
 
 
 LONG = "word " * 300
@@ -32,6 +36,7 @@ CASES: dict[ErrorKind, Case] = {
     ErrorKind.INVALID_INPUT: Case(MINILM, [""]),
     ErrorKind.PAYLOAD_TOO_LARGE: Case(MINILM, ["x"] * (TEST_LIMITS.max_inputs + 1)),
     ErrorKind.MODEL_NOT_FOUND: Case("no-such-model", ["x"]),
+    ErrorKind.ALREADY_EXISTS: Case(MINILM, ["x"], deploy=True),
     ErrorKind.TASK_NOT_SUPPORTED: Case(CLASSIFIER, ["x"]),
     ErrorKind.DEADLINE_EXCEEDED: Case(MINILM, ["x"], timeout_ms=0),
     ErrorKind.UNAVAILABLE: Case(MISSING_SOURCE, ["x"]),
@@ -46,9 +51,12 @@ def test_cases_cover_every_kind() -> None:
 
 
 def _http_call(http: httpx.Client, case: Case) -> httpx.Response:
+    if case.deploy:
+        files = [{"filename": "config.json", "data": base64.b64encode(b"{}").decode()}]
+        return http.post("/management/models", json={"model_id": case.model, "model_files": files})
     headers = {} if case.timeout_ms is None else {"x-request-timeout-ms": str(case.timeout_ms)}
     body = {"model_id": case.model, "inputs": case.texts}
-    return http.post(f"/api/v1/task/{case.task}", json=body, headers=headers)
+    return http.post("/api/v1/task/embedding-tasks", json=body, headers=headers)
 
 
 @pytest.mark.parametrize("kind", list(CASES), ids=lambda k: k.value)
@@ -71,11 +79,16 @@ def test_grpc(channel: grpc.Channel, kind: ErrorKind) -> None:
     # DEADLINE_EXCEEDED; the server-side refusal before the model runs is tested in test_core.
     timeout = None if case.timeout_ms is None else 0.001
     with pytest.raises(grpc.RpcError) as err:
-        stub.EmbeddingTasksPredict(
-            nlp.EmbeddingTasksRequest(texts=case.texts),
-            metadata=(("mm-model-id", case.model),),
-            timeout=timeout,
-        )
+        if case.deploy:
+            files = [common_file_pb2.File(filename="config.json", data=b"{}")]
+            request = caikit_models_pb2.DeployModelRequest(model_id=case.model, model_files=files)
+            caikit_models_grpc.ModelManagementStub(channel).DeployModel(request)
+        else:
+            stub.EmbeddingTasksPredict(
+                nlp.EmbeddingTasksRequest(texts=case.texts),
+                metadata=(("mm-model-id", case.model),),
+                timeout=timeout,
+            )
     assert err.value.code() == WIRE[kind].grpc, err.value.details()
     assert "Traceback" not in (err.value.details() or "")
     if kind is ErrorKind.INTERNAL:

@@ -17,6 +17,7 @@ def test_the_table_agrees_between_grpc_and_http() -> None:
     expected = {
         grpc.StatusCode.INVALID_ARGUMENT: {400, 413},
         grpc.StatusCode.NOT_FOUND: {404},
+        grpc.StatusCode.ALREADY_EXISTS: {409},
         grpc.StatusCode.RESOURCE_EXHAUSTED: {429},
         grpc.StatusCode.DEADLINE_EXCEEDED: {504},
         grpc.StatusCode.UNAVAILABLE: {503},

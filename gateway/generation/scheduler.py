@@ -1,0 +1,369 @@
+"""Iteration-level (continuous) batching for one causal-LM model, in its own thread.
+
+Every iteration the scheduler thread
+1. ends sequences whose consumer cancelled or whose time ran out (max_time, the deadline), and
+   expires waiting requests the same way, freeing their slots at once;
+2. admits waiting requests in order while a slot is free and the step's token budget holds
+   (``policies.admit``);
+3. runs ONE runtime step (``runtimes.causal_lm.GenerationStep``): release the rows that
+   finished, decode every running sequence in one forward pass, prefill the admitted ones;
+4. chooses each sequence's next token (``sampling.TokenChooser``), turns it into text
+   (``text.IncrementalText``), publishes a ``SequenceEvent`` to the request's asyncio loop
+   (``loop.call_soon_threadsafe`` into the handle's ``asyncio.Queue``) and ends the sequences
+   that finished (``policies.stop_reason``).
+
+API (all but the thread itself run on the caller's event loop):
+    scheduler = GenerationScheduler(runtime, name="model-id"); scheduler.start()
+    handle = scheduler.submit(GenerationRequest(...))   # Overloaded when the queue is full
+    event = await handle.next_event()                    # until event.finished
+    handle.cancel()                                      # frees the slot; idempotent
+    scheduler.active_count, scheduler.queued_count; scheduler.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.errors import DeadlineExceeded, Overloaded, TaskgateError, Unavailable, internal
+from gateway.generation.params import GenerationParams
+from gateway.generation.policies import (
+    TimeVerdict,
+    TokenFacts,
+    admit,
+    resolve_seed,
+    stop_reason,
+    time_verdict,
+)
+from gateway.generation.results import FinishReason, GeneratedToken
+from gateway.generation.text import IncrementalText
+from runtimes.causal_lm import CausalLMRuntime, GenerationLimits, GenerationStep, NewSequence, StepOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from gateway.generation.sampling import TokenChooser
+
+log = logging.getLogger(__name__)
+
+OVERLOAD_RETRY_S = 1.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: tuple[int, ...]  # already fitted to the context (policies.fit_prompt)
+    params: GenerationParams
+    seed: int | None = None  # the sampling seed; None: params.seed, else drawn (policies.resolve_seed)
+    deadline: float | None = None  # time.monotonic() seconds
+
+
+@dataclass(frozen=True)
+class SequenceEvent:
+    """What one iteration did for one request; the last one has ``finished`` True."""
+
+    text: str  # text added (held back while it could still become a stop sequence)
+    token: GeneratedToken | None  # the token added; None for an event that only ends the request
+    generated: int  # tokens generated so far
+    finish_reason: FinishReason = FinishReason.NOT_FINISHED
+    input_tokens: tuple[GeneratedToken, ...] = ()  # on the first event, when asked for
+    error: TaskgateError | None = None  # the request failed; raise it
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not FinishReason.NOT_FINISHED or self.error is not None
+
+
+class SequenceHandle:
+    """The consumer's side of one submitted request; created on (and bound to) its event loop."""
+
+    def __init__(self, scheduler: GenerationScheduler, request: GenerationRequest) -> None:
+        self.request = request
+        self._scheduler = scheduler
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[SequenceEvent] = asyncio.Queue()
+        self.done = False  # set by the scheduler thread when the last event is published
+
+    async def next_event(self) -> SequenceEvent:
+        return await self._queue.get()
+
+    def cancel(self) -> None:
+        """Stop generating for this request (its consumer is gone); frees its slot."""
+        self._scheduler._cancel(self)
+
+    def _publish(self, event: SequenceEvent) -> bool:
+        if event.finished:
+            self.done = True
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the consumer's loop is closed: nobody listens any more
+            return False
+        return True
+
+
+@dataclass
+class _Sequence:
+    seq_id: int
+    handle: SequenceHandle
+    time_limit: float | None
+    text: IncrementalText
+    chooser: TokenChooser | None = None
+    generated: int = 0
+    last_token: int = -1
+    input_tokens: tuple[GeneratedToken, ...] = field(default=())
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+
+class GenerationScheduler:
+    def __init__(
+        self, runtime: CausalLMRuntime, *, name: str = "generation", limits: GenerationLimits | None = None
+    ) -> None:
+        self._runtime = runtime
+        self._limits = limits or runtime.limits  # batch size / queue / step budget; the model's by default
+        self._name = name
+        self._cond = threading.Condition()
+        self._waiting: deque[_Sequence] = deque()
+        self._active: dict[int, _Sequence] = {}
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count(1)
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # -- the caller's side ---------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"generate-{self._name}", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread; requests still waiting or running end with UNAVAILABLE."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+            if not self._thread.is_alive() and self._runtime.running:
+                self._step_quietly(GenerationStep(release=self._runtime.running))  # the runtime is free
+        with self._cond:
+            leftovers = [*self._waiting, *self._active.values()]
+            self._waiting.clear()
+            self._active.clear()
+        for seq in leftovers:
+            seq.handle._publish(_failure(seq, Unavailable("the model is shutting down; retry shortly")))
+
+    @property
+    def active_count(self) -> int:
+        with self._cond:
+            return len(self._active)
+
+    @property
+    def queued_count(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def submit(self, request: GenerationRequest) -> SequenceHandle:
+        """Queue a request (call on the consumer's event loop); Overloaded when the queue is full."""
+        if request.seed is None and request.params.sampling:
+            request = dataclasses.replace(request, seed=resolve_seed(request.params))
+        handle = SequenceHandle(self, request)
+        max_time = request.params.max_time
+        seq = _Sequence(
+            seq_id=next(self._ids),
+            handle=handle,
+            time_limit=time.monotonic() + max_time if max_time is not None else None,
+            text=IncrementalText(
+                self._runtime.decode,
+                request.prompt_ids,
+                request.params.stop_sequences,
+                request.params.include_stop_sequence,
+            ),
+        )
+        with self._cond:
+            if self._closing:
+                raise Unavailable("the model is shutting down; retry shortly")
+            if len(self._waiting) >= self._limits.max_queue:
+                raise Overloaded(
+                    f"model {self._name!r} already has {len(self._waiting)} generation requests "
+                    f"waiting (limit {self._limits.max_queue}); retry shortly",
+                    retry_after_s=OVERLOAD_RETRY_S,
+                )
+            self._waiting.append(seq)
+            self._cond.notify_all()
+        return handle
+
+    def _cancel(self, handle: SequenceHandle) -> None:
+        with self._cond:
+            if handle.done:
+                return
+            for seq in self._waiting:
+                if seq.handle is handle:
+                    self._waiting.remove(seq)
+                    handle.done = True
+                    return
+            for seq in self._active.values():
+                if seq.handle is handle:
+                    self._cancelled.add(seq.seq_id)
+                    self._cond.notify_all()
+                    return
+
+    # -- the scheduler thread ------------------------------------------------------------
+    def _run(self) -> None:
+        from gateway.generation.sampling import TokenChooser
+
+        self._runtime.prepare_thread()
+        release: list[int] = []
+        while True:
+            with self._cond:
+                while not (self._closing or self._waiting or self._active or self._cancelled or release):
+                    self._cond.wait()
+                if self._closing:
+                    break
+                release += self._end_cancelled_and_late(time.monotonic())
+                lengths = [len(seq.request.prompt_ids) for seq in self._waiting]
+                admitted = [
+                    self._waiting.popleft() for _ in range(admit(lengths, len(self._active), self._limits))
+                ]
+                running = list(self._active.values())
+                for seq in admitted:
+                    self._active[seq.seq_id] = seq
+            for seq in admitted:
+                seq.chooser = TokenChooser(
+                    seq.request.params,
+                    eos_token_id=self._runtime.eos_token_id,
+                    vocab_size=self._runtime.vocab_size,
+                    prompt=seq.request.prompt_ids,
+                    seed=seq.request.seed,
+                )
+            step = GenerationStep(
+                release=tuple(release),
+                decode=tuple((seq.seq_id, seq.last_token) for seq in running),
+                prefill=tuple(
+                    NewSequence(seq.seq_id, seq.request.prompt_ids, seq.request.params.input_tokens)
+                    for seq in admitted
+                ),
+            )
+            release = []
+            if not step.decode and not step.prefill:
+                self._step_quietly(step)
+                continue
+            try:
+                output = self._runtime.run_batch(step)
+                release = self._advance(output)
+            except Exception:
+                log.exception("generation step failed on model %s", self._name)
+                release = self._fail_all()
+
+    def _end_cancelled_and_late(self, now: float) -> list[int]:
+        """Under the lock: end cancelled and timed-out sequences; returns rows to release."""
+        ended: list[int] = []
+        for seq_id in self._cancelled:
+            seq = self._active.pop(seq_id, None)
+            if seq is not None:
+                seq.handle._publish(self._final(seq, FinishReason.CANCELLED))
+                ended.append(seq_id)
+        self._cancelled.clear()
+        for seq in list(self._active.values()):
+            verdict = time_verdict(now, seq.request.deadline, seq.time_limit, seq.generated)
+            if verdict is not TimeVerdict.IN_TIME:
+                del self._active[seq.seq_id]
+                seq.handle._publish(self._final(seq, FinishReason.TIME_LIMIT))
+                ended.append(seq.seq_id)
+        for seq in list(self._waiting):
+            verdict = time_verdict(now, seq.request.deadline, seq.time_limit, 0)
+            if verdict is TimeVerdict.DEADLINE_EXCEEDED:
+                self._waiting.remove(seq)
+                seq.handle._publish(
+                    _failure(
+                        seq, DeadlineExceeded("the deadline passed while the request waited for the model")
+                    )
+                )
+            elif verdict is TimeVerdict.TIME_LIMIT:
+                self._waiting.remove(seq)
+                seq.handle._publish(self._final(seq, FinishReason.TIME_LIMIT))
+        return ended
+
+    def _advance(self, output: StepOutput) -> list[int]:
+        """Choose each sequence's next token, publish it; returns the sequences that finished."""
+        finished: list[int] = []
+        with self._cond:
+            sequences = [self._active.get(seq_id) for seq_id in output.seq_ids]
+        for row, seq in enumerate(sequences):
+            if seq is None:  # cancelled or timed out while the step ran: released next step
+                continue
+            if seq.generated == 0 and seq.seq_id in output.prompt_logprobs:
+                seq.input_tokens = self._input_tokens(seq, output.prompt_logprobs[seq.seq_id])
+            event = self._next_token(seq, output.logits[row])
+            if event.finished:
+                finished.append(seq.seq_id)
+            if not seq.handle._publish(event) and not event.finished:
+                finished.append(seq.seq_id)
+        if finished:
+            with self._cond:
+                for seq_id in finished:
+                    self._active.pop(seq_id, None)
+        return finished
+
+    def _next_token(self, seq: _Sequence, logits: torch.Tensor) -> SequenceEvent:
+        assert seq.chooser is not None
+        params = seq.request.params
+        choice = seq.chooser.choose(logits, seq.generated)
+        first = seq.generated == 0
+        seq.generated += 1
+        seq.last_token = choice.token_id
+        is_eos = choice.token_id == self._runtime.eos_token_id
+        stopped = False
+        if not is_eos:
+            seq.text.add(choice.token_id)
+            stopped = seq.text.find_stop(honour=seq.generated >= params.min_new_tokens) is not None
+        facts = TokenFacts(is_eos, seq.generated, stopped, len(seq.request.prompt_ids) + seq.generated)
+        reason = stop_reason(facts, params.max_new_tokens, self._limits.max_context)
+        if reason is not None and reason is not FinishReason.STOP_SEQUENCE:
+            seq.text.flush()
+        token = GeneratedToken(self._runtime.token_texts([choice.token_id])[0], choice.logprob, choice.rank)
+        return SequenceEvent(
+            text=seq.text.take_sendable(final=reason is not None),
+            token=token,
+            generated=seq.generated,
+            finish_reason=reason or FinishReason.NOT_FINISHED,
+            input_tokens=seq.input_tokens if first else (),
+        )
+
+    def _final(self, seq: _Sequence, reason: FinishReason) -> SequenceEvent:
+        seq.text.flush()
+        return SequenceEvent(seq.text.take_sendable(final=True), None, seq.generated, reason)
+
+    def _input_tokens(self, seq: _Sequence, logprobs: tuple[float, ...]) -> tuple[GeneratedToken, ...]:
+        texts = self._runtime.token_texts(seq.request.prompt_ids)
+        values: list[float | None] = [None, *logprobs]
+        return tuple(GeneratedToken(text, value) for text, value in zip(texts, values, strict=True))
+
+    def _fail_all(self) -> list[int]:
+        """A step failed: every running sequence ends with an internal error and leaves the batch."""
+        with self._cond:
+            failed = list(self._active.values())
+            self._active.clear()
+        for seq in failed:
+            seq.handle._publish(_failure(seq, internal(seq.request.request_id)))
+        return list(self._runtime.running)
+
+    def _step_quietly(self, step: GenerationStep) -> None:
+        """A step that only releases rows (nothing to decode or prefill)."""
+        if step.release:
+            try:
+                self._runtime.run_batch(step)
+            except Exception:
+                log.exception("releasing finished sequences failed on model %s", self._name)
+
+
+def _failure(seq: _Sequence, error: TaskgateError) -> SequenceEvent:
+    return SequenceEvent("", None, seq.generated, FinishReason.ERROR, error=error)

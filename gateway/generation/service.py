@@ -1,0 +1,210 @@
+"""GenerationService: the protocol-neutral text-generation task (unary and streaming).
+
+Frontends call it with a request context, the served model (a ``LoadedModel`` or the runtime
+itself), the prompt and validated ``GenerationParams``; it answers with Caikit-shaped results
+(``gateway.generation.results``). One ``GenerationScheduler`` per model runtime is started on
+first use; call ``release(runtime)`` before unloading a model and ``close()`` at shutdown.
+
+    service = GenerationService()
+    output = await service.generate(ctx, model, "Hello", GenerationParams(max_new_tokens=8))
+    async for chunk in service.stream(ctx, model, "Hello", params):   # NOT awaited: errors
+        ...                                                           # raise at the call
+    service.release(model.runtime); service.close()
+
+Errors (``gateway.errors``, raised at the call, before any chunk): InvalidInput (empty text,
+prompt over the context without truncate_input_tokens), TaskNotSupported (not a causal LM),
+Overloaded (the model's queue is full, with retry_after_s), DeadlineExceeded (the deadline
+passed, or passed while waiting with nothing generated). A failure inside the model ends the
+request with an InternalError naming the request id. A deadline reached after some tokens ends
+the request normally with finish_reason TIME_LIMIT and the partial text, as max_time does.
+
+Cancelling the awaiting task, ``aclose()`` on the stream, or dropping the stream ends the
+sequence with CANCELLED at the next iteration and frees its slot.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.errors import DeadlineExceeded, InvalidInput, TaskNotSupported
+from gateway.generation.params import GenerationParams
+from gateway.generation.policies import fit_prompt
+from gateway.generation.results import (
+    FinishReason,
+    GeneratedToken,
+    GenerationOutput,
+    StreamChunk,
+    StreamDetails,
+)
+from gateway.generation.scheduler import GenerationRequest, GenerationScheduler, SequenceHandle
+from runtimes.base import Runtime
+from runtimes.causal_lm import CausalLMRuntime
+
+if TYPE_CHECKING:
+    from gateway.core import RequestContext  # the core imports this module: no cycle at run time
+
+
+class ServedModel(Protocol):
+    """What the service needs of a registry entry (``gateway.registry.LoadedModel`` fits)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def runtime(self) -> Runtime[Any, Any]: ...
+
+
+class GenerationService:
+    def __init__(self) -> None:
+        self._schedulers: dict[CausalLMRuntime, GenerationScheduler] = {}
+
+    # -- tasks ---------------------------------------------------------------------------
+    async def generate(
+        self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
+    ) -> GenerationOutput:
+        """Generate to the end and return the whole result."""
+        handle = self._submit(ctx, model, text, params)
+        pieces: list[str] = []
+        tokens: list[GeneratedToken] = []
+        input_tokens: tuple[GeneratedToken, ...] = ()
+        try:
+            while True:
+                event = await handle.next_event()
+                if event.error is not None:
+                    raise event.error
+                pieces.append(event.text)
+                input_tokens = input_tokens or event.input_tokens
+                if event.token is not None and params.generated_tokens:
+                    tokens.append(_shown(event.token, params))
+                if event.finished:
+                    break
+        finally:
+            handle.cancel()  # no-op once finished; frees the slot when this task was cancelled
+        prompt = text if params.preserve_input_text else ""
+        return GenerationOutput(
+            generated_text=prompt + "".join(pieces),
+            generated_tokens=event.generated,
+            finish_reason=event.finish_reason,
+            input_token_count=len(handle.request.prompt_ids),
+            seed=handle.request.seed,
+            tokens=tuple(tokens),
+            input_tokens=tuple(_shown(t, params) for t in input_tokens) if params.input_tokens else (),
+        )
+
+    def stream(
+        self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
+    ) -> GenerationStream:
+        """Submit now (errors raise here) and return the chunks as an async iterator."""
+        handle = self._submit(ctx, model, text, params)
+        return GenerationStream(handle, text if params.preserve_input_text else "")
+
+    # -- schedulers ----------------------------------------------------------------------
+    def scheduler(self, runtime: CausalLMRuntime, name: str = "generation") -> GenerationScheduler:
+        scheduler = self._schedulers.get(runtime)
+        if scheduler is None:
+            scheduler = GenerationScheduler(runtime, name=name)
+            scheduler.start()
+            self._schedulers[runtime] = scheduler
+        return scheduler
+
+    def release(self, runtime: Runtime[Any, Any]) -> None:
+        """Stop the model's scheduler (before the model unloads); its requests end UNAVAILABLE."""
+        scheduler = self._schedulers.pop(runtime, None) if isinstance(runtime, CausalLMRuntime) else None
+        if scheduler is not None:
+            scheduler.close()
+
+    def close(self) -> None:
+        for runtime in list(self._schedulers):
+            self.release(runtime)
+
+    def _submit(
+        self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
+    ) -> SequenceHandle:
+        runtime, name = _runtime_of(model)
+        if not isinstance(text, str) or not text:
+            raise InvalidInput("'text' must be a non-empty string")
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            raise DeadlineExceeded("the request's deadline passed before the model ran")
+        prompt = fit_prompt(runtime.encode(text), params.truncate_input_tokens, runtime.limits.max_context)
+        request = GenerationRequest(ctx.request_id, prompt, params, deadline=ctx.deadline)
+        return self.scheduler(runtime, name).submit(request)
+
+
+class GenerationStream:
+    """Async iterator of ``StreamChunk``s; the last one has a finish_reason other than NOT_FINISHED.
+
+    Stopping early (``aclose()``, cancelling the task that awaits a chunk, or dropping the
+    stream) cancels the sequence and frees its slot.
+    """
+
+    def __init__(self, handle: SequenceHandle, prefix: str) -> None:
+        self._handle = handle
+        self._prefix = prefix
+        self._finished = False
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            event = await self._handle.next_event()
+        except BaseException:
+            self._finished = True
+            self._handle.cancel()
+            raise
+        if event.error is not None:
+            self._finished = True
+            raise event.error
+        self._finished = event.finished
+        request = self._handle.request
+        text, self._prefix = self._prefix + event.text, ""
+        return StreamChunk(
+            generated_text=text,
+            tokens=(event.token,) if event.token is not None else (),
+            details=StreamDetails(
+                finish_reason=event.finish_reason,
+                generated_tokens=event.generated,
+                seed=request.seed,
+                input_token_count=len(request.prompt_ids),
+            ),
+            input_tokens=event.input_tokens if request.params.input_tokens else (),
+        )
+
+    async def aclose(self) -> None:
+        self._finished = True
+        self._handle.cancel()
+
+    def __del__(self) -> None:
+        if not self._handle.done:
+            self._handle.cancel()
+
+
+def _runtime_of(model: ServedModel | CausalLMRuntime) -> tuple[CausalLMRuntime, str]:
+    if isinstance(model, CausalLMRuntime):
+        return model, "generation"
+    runtime = model.runtime
+    if not isinstance(runtime, CausalLMRuntime):
+        raise TaskNotSupported(f"model {model.model_id!r} does not serve the text-generation task")
+    return runtime, model.model_id
+
+
+def _shown(token: GeneratedToken, params: GenerationParams) -> GeneratedToken:
+    """A token with the details the request asked for (token_logprobs, token_ranks)."""
+    return GeneratedToken(
+        token.text,
+        token.logprob if params.token_logprobs else None,
+        token.rank if params.token_ranks else None,
+    )
+
+
+__all__ = [
+    "FinishReason",
+    "GenerationOutput",
+    "GenerationParams",
+    "GenerationService",
+    "GenerationStream",
+    "StreamChunk",
+]
