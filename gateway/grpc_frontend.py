@@ -172,7 +172,8 @@ async def start_grpc(
     """Start the gRPC server; returns it and the bound port (useful when the port is 0)."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            # deploys carry model files; task requests are bounded by the input limits as well
+            ("grpc.max_receive_message_length", max(settings.max_request_bytes, settings.max_deploy_bytes)),
             ("grpc.so_reuseport", 0),
         ]
     )

@@ -91,19 +91,22 @@ def _deadline(request: Request) -> float | None:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, before they are buffered whole."""
+    """Refuse request bodies over the limit with 413, before they are buffered whole
+    (model deploys, ``POST /management/models``, have a limit of their own)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, deploy_limit: int) -> None:
         self.app = app
-        self.limit = limit
+        self.limits = (limit, deploy_limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+        deploy = scope.get("method") == "POST" and scope.get("path") == "/management/models"
+        limit = self.limits[1] if deploy else self.limits[0]
+        too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await error_response(too_large, new_request_id())(scope, receive, send)
                 return
         seen = 0
@@ -113,7 +116,7 @@ class BodyLimit:
             nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit and not refused:
+            if seen > limit and not refused:
                 refused = True
                 await error_response(too_large, new_request_id())(scope, receive, send)
                 return {"type": "http.disconnect"}
@@ -132,7 +135,7 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
         version=__version__,
         description="Task-level text APIs (Caikit-compatible routes).",
     )
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, deploy_limit=settings.max_deploy_bytes)
     app.include_router(management_router(management, core))
 
     @app.exception_handler(TaskgateError)

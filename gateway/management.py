@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from gateway.errors import AlreadyExists, InvalidInput, ModelNotFound, PayloadTooLarge
+from gateway.errors import AlreadyExists, InvalidInput, ModelNotFound
 from gateway.registry import ModelRegistry, ModelStatus
 from gateway.store import MANIFEST, ModelManifest, resolve_source, validate_model_id
 from gateway.tasks import Task
 
-MAX_DEPLOY_BYTES = 2 * 1024**3
 ENCODER_TASKS = frozenset({Task.EMBEDDING, Task.SENTENCE_SIMILARITY, Task.RERANK, Task.TOKENIZATION})
 CLASSIFIER_TASKS = frozenset({Task.TEXT_CLASSIFICATION, Task.TOKENIZATION})
 GENERATION_TASKS = frozenset({Task.TEXT_GENERATION})
@@ -41,8 +40,6 @@ class ModelManagement:
         validate_model_id(model_id)
         if not files:
             raise InvalidInput("model_files must hold at least one file")
-        if sum(len(f.data) for f in files) > MAX_DEPLOY_BYTES:
-            raise PayloadTooLarge(f"model files exceed {MAX_DEPLOY_BYTES} bytes")
         paths = [_safe_relative(f.filename) for f in files]
         folder = self.registry.store.folder(model_id)
         if folder.exists():

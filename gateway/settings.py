@@ -24,6 +24,7 @@ class ServerSettings:
     grpc_port: int = 8085
     http_port: int = 8080
     max_request_bytes: int = 4 * 1024 * 1024
+    max_deploy_bytes: int = 256 * 1024 * 1024  # model files in one deploy request
     log_level: str = "info"
     modelmesh_endpoint: str = ""  # "port:N" or "unix:PATH": serve the ModelMesh SPI there too
 
@@ -87,6 +88,7 @@ _OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
     ("grpc-port", int, "gRPC port (Caikit's default 8085)", "server", "grpc_port"),
     ("http-port", int, "HTTP port (Caikit's default 8080)", "server", "http_port"),
     ("max-request-bytes", int, "largest request body accepted", "server", "max_request_bytes"),
+    ("max-deploy-bytes", int, "largest model-deploy request accepted", "server", "max_deploy_bytes"),
     ("log-level", str, "logging level", "server", "log_level"),
     (
         "modelmesh-endpoint",
