@@ -18,6 +18,7 @@ class RuntimeFactory(Protocol):
 # manifest "runtime" value -> "module:attribute" of its factory
 RUNTIMES: dict[str, str] = {
     "onnx-encoder": "runtimes.onnx_encoder:OnnxEncoder",
+    "torch-causal-lm": "runtimes.torch_generation:TorchCausalLM",
 }
 
 

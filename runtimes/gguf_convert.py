@@ -1,0 +1,155 @@
+"""Convert a GGUF checkpoint once into a Hugging Face folder, cached by fingerprint.
+
+transformers reads a ``.gguf`` file by dequantizing every tensor (float32), which takes tens of
+seconds; the converted folder (safetensors + tokenizer) reloads in a fraction of a second. It
+lives in ``<work_dir>/hf-from-gguf/`` beside a ``fingerprint.json`` naming the file's content
+hash, the tokenizer fixes applied and the converter versions; when any of those changes the file
+is converted again, into a temporary folder that is renamed into place (never half-written).
+
+Tokenizer fixes: transformers 4.57 takes the GGUF tokenizer's ``eos_token`` from the wrong
+field, adds a BOS token even when the file says not to and cleans up spaces before punctuation
+on decode (``clean_up_tokenization_spaces``, now off). The converted tokenizer uses
+``eos_token`` from the settings when given (else the file's ``tokenizer.ggml.eos_token_id``)
+and ``add_bos_token`` from the settings when given (else the file's ``tokenizer.ggml.add_bos_token``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtimes.onnx_export import FINGERPRINT
+
+log = logging.getLogger(__name__)
+
+CONVERTED = "hf-from-gguf"
+CONVERTER_VERSION = 2  # bump when the conversion itself changes: cached folders are redone
+
+
+class GGUFConversionError(ValueError):
+    """The GGUF file or the settings cannot produce a usable model folder."""
+
+
+@dataclass(frozen=True)
+class TokenizerFixes:
+    eos_token: str | None = None  # None: the file's eos token
+    add_bos_token: bool | None = None  # None: the file's flag (False when absent)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> TokenizerFixes:
+        eos = options.get("eos_token")
+        bos = options.get("add_bos_token")
+        if eos is not None and (not isinstance(eos, str) or not eos):
+            raise GGUFConversionError(f"setting 'eos_token' must be a non-empty string, got {eos!r}")
+        if bos is not None and not isinstance(bos, bool):
+            raise GGUFConversionError(f"setting 'add_bos_token' must be true or false, got {bos!r}")
+        return cls(eos_token=eos, add_bos_token=bos)
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 over the file's name and content (``source_fingerprint``'s scheme for one file)."""
+    digest = hashlib.sha256(path.name.encode() + b"\0")
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _expected(gguf_file: Path, fixes: TokenizerFixes) -> dict[str, Any]:
+    import transformers
+
+    return {
+        "source_sha256": file_fingerprint(gguf_file),
+        "source_name": gguf_file.name,
+        "converter": CONVERTER_VERSION,
+        "eos_token": fixes.eos_token,
+        "add_bos_token": fixes.add_bos_token,
+        "transformers": transformers.__version__,
+        "gguf": importlib.metadata.version("gguf"),
+    }
+
+
+def convert_cached(gguf_file: Path, work_dir: Path, fixes: TokenizerFixes) -> Path:
+    """Return a Hugging Face folder converted from ``gguf_file`` (converting it when stale)."""
+    if not gguf_file.is_file():
+        raise GGUFConversionError(f"GGUF file {gguf_file} does not exist")
+    target = work_dir / CONVERTED
+    expected = _expected(gguf_file, fixes)
+    stamp = target / FINGERPRINT
+    if stamp.is_file() and (target / "config.json").is_file():
+        try:
+            if json.loads(stamp.read_text()) == expected:
+                return target
+        except (OSError, ValueError):
+            pass
+        log.info("GGUF source or converter changed; converting %s again", gguf_file)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED}-", dir=work_dir))
+    staging.chmod(0o755)  # mkdtemp makes it private; the folder is as readable as the store
+    try:
+        _convert(gguf_file, staging, fixes)
+        (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
+        old = work_dir / f".old-{CONVERTED}-{os.getpid()}"
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _gguf_metadata(gguf_file: Path) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf_file))
+    wanted = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.tokens")
+    return {key: reader.fields[key].contents() for key in wanted if key in reader.fields}
+
+
+def _convert(gguf_file: Path, output: Path, fixes: TokenizerFixes) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a Hugging Face folder (dequantizing to float32)", gguf_file)
+    folder, name = str(gguf_file.parent), gguf_file.name
+    metadata = _gguf_metadata(gguf_file)
+    vocabulary = metadata.get("tokenizer.ggml.tokens") or []
+    if fixes.eos_token is not None and fixes.eos_token not in vocabulary:
+        raise GGUFConversionError(f"eos_token {fixes.eos_token!r} is not a token of {gguf_file.name}")
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder, gguf_file=name)  # type: ignore[no-untyped-call]
+    eos_token = fixes.eos_token
+    if eos_token is None and "tokenizer.ggml.eos_token_id" in metadata:
+        eos_token = tokenizer.convert_ids_to_tokens(int(metadata["tokenizer.ggml.eos_token_id"]))
+    eos_id = None
+    if eos_token is not None:
+        eos_id = tokenizer.convert_tokens_to_ids(eos_token)
+        if (
+            eos_id is None
+            or eos_id == tokenizer.unk_token_id
+            or tokenizer.convert_ids_to_tokens(eos_id) != eos_token
+        ):
+            raise GGUFConversionError(f"eos_token {eos_token!r} is not a token of {gguf_file.name}")
+        tokenizer.eos_token = eos_token
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    if eos_id is not None:
+        model.config.eos_token_id = eos_id
+        model.generation_config.eos_token_id = eos_id
+    add_bos = fixes.add_bos_token
+    if add_bos is None:
+        add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", False))
+    if hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = add_bos  # the fast Llama tokenizer rebuilds its post-processor
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.clean_up_tokenization_spaces = False  # decode exactly what the model wrote
+    model.save_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
