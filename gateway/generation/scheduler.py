@@ -236,14 +236,6 @@ class GenerationScheduler:
                 running = list(self._active.values())
                 for seq in admitted:
                     self._active[seq.seq_id] = seq
-            for seq in admitted:
-                seq.chooser = TokenChooser(
-                    seq.request.params,
-                    eos_token_id=self._runtime.eos_token_id,
-                    vocab_size=self._runtime.vocab_size,
-                    prompt=seq.request.prompt_ids,
-                    seed=seq.request.seed,
-                )
             step = GenerationStep(
                 release=tuple(release),
                 decode=tuple((seq.seq_id, seq.last_token) for seq in running),
@@ -257,6 +249,14 @@ class GenerationScheduler:
                 self._step_quietly(step)
                 continue
             try:
+                for seq in admitted:
+                    seq.chooser = TokenChooser(
+                        seq.request.params,
+                        eos_token_id=self._runtime.eos_token_id,
+                        vocab_size=self._runtime.vocab_size,
+                        prompt=seq.request.prompt_ids,
+                        seed=seq.request.seed,
+                    )
                 output = self._runtime.run_batch(step)
                 release = self._advance(output)
             except Exception:
