@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,16 +35,20 @@ class Running:
 
 
 def wait_for_line(process: subprocess.Popen[str], pattern: str, timeout_s: float = 300) -> re.Match[str]:
+    """Read the server's output until ``pattern``; then keep draining it in a thread (a full
+    pipe would block the server's logging, and with it the server)."""
     assert process.stdout is not None
+    stream = process.stdout
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
+        line = stream.readline()
         if not line:
             if process.poll() is not None:
                 raise RuntimeError(f"process exited ({process.returncode}) before printing {pattern!r}")
             continue
         match = re.search(pattern, line)
         if match:
+            threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
             return match
     raise TimeoutError(f"no line matching {pattern!r} within {timeout_s} s")
 
@@ -68,18 +73,21 @@ def process(command: list[str], env: dict[str, str] | None = None) -> Iterator[s
 class Taskgate:
     """Taskgate itself, with batching on (``batching=True``) or forced off (max_batch_size 1)."""
 
-    def __init__(self, batching: bool, store: Path) -> None:
+    def __init__(self, batching: bool, store: Path, workers: int = 2, intra_op: int = 1) -> None:
         self.batching = batching
         self.store = store
+        self.workers = workers
+        self.intra_op = intra_op
         self.name = "taskgate" if batching else "taskgate-nobatch"
-        self.threads = "2 model workers x 1 ORT intra-op thread"
+        self.threads = f"{workers} model workers x {intra_op} ORT intra-op thread(s)"
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[Running]:
         command = [
             sys.executable, "-m", "gateway.cli", "serve", "--model-store", str(self.store),
-            "--grpc-port", "0", "--http-port", "0", "--preload", MODEL, "--intra-op-threads", "1",
-            "--model-workers", "2", "--log-level", "warning", "--max-inflight-per-model", "1024",
+            "--grpc-port", "0", "--http-port", "0", "--preload", MODEL,
+            "--intra-op-threads", str(self.intra_op), "--model-workers", str(self.workers),
+            "--log-level", "warning", "--max-inflight-per-model", "1024",
         ]  # fmt: skip
         with process(command) as proc:
             match = wait_for_line(proc, r"gRPC (\S+)\s+HTTP (\S+)")

@@ -24,7 +24,7 @@ def producer(value: Producer) -> common.ProducerId:
 def embedding(out: EmbeddingOutput) -> cnlp.EmbeddingResult:
     vector = out.vectors[0]
     return cnlp.EmbeddingResult(
-        result=common.Vector1D(data_npfloat32sequence=common.NpFloat32Sequence(values=vector)),
+        result=common.Vector1D(data_npfloat32sequence=common.NpFloat32Sequence(values=vector.tolist())),
         producer_id=producer(out.producer),
         input_token_count=out.input_token_count,
     )
@@ -32,7 +32,8 @@ def embedding(out: EmbeddingOutput) -> cnlp.EmbeddingResult:
 
 def embeddings(out: EmbeddingOutput) -> cnlp.EmbeddingResults:
     vectors = [
-        common.Vector1D(data_npfloat32sequence=common.NpFloat32Sequence(values=v)) for v in out.vectors
+        common.Vector1D(data_npfloat32sequence=common.NpFloat32Sequence(values=v.tolist()))
+        for v in out.vectors
     ]
     return cnlp.EmbeddingResults(
         results=common.ListOfVector1D(vectors=vectors),
