@@ -26,7 +26,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/taskgate init-store
-	$(BIN)/taskgate serve --preload all-MiniLM-L6-v2
+	$(BIN)/taskgate serve --preload all-MiniLM-L6-v2,SmolLM2-135M-Instruct
 
 test: install
 	$(BIN)/python -m pytest -q

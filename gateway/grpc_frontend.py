@@ -6,7 +6,9 @@ Errors are looked up in the one table of gateway.errors.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,9 +16,12 @@ from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway import __version__
 from gateway import grpc_convert as convert
 from gateway.core import RequestContext, TaskService
-from gateway.grpc_common import task_rpc
+from gateway.errors import TaskgateError, internal
+from gateway.generation.params import GenerationParams
+from gateway.grpc_common import MODEL_ID_KEY, Context, abort, metadata, request_context, task_rpc
 from gateway.grpc_management import (
     CaikitModelManagementServicer,
     ModelControlServicer,
@@ -24,8 +29,10 @@ from gateway.grpc_management import (
 )
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
+from gateway.results import Producer
 from gateway.settings import RegistrySettings, ServerSettings
 from gateway.wire import caikit_data_model_common_runtime_pb2 as runtime_pb2
+from gateway.wire import caikit_data_model_nlp_pb2 as nlp_data_pb2
 from gateway.wire import caikit_runtime_info_pb2, caikit_runtime_info_pb2_grpc
 from gateway.wire import caikit_runtime_models_pb2 as caikit_models_pb2
 from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc
@@ -124,8 +131,47 @@ class NlpServicer(nlp_grpc.NlpServiceServicer):
         return convert.tokenization(await self._core.tokenize(ctx, model_id, request.text))
 
     @task_rpc
+    async def TextGenerationTaskPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
+        out = await self._core.generate(ctx, model_id, request.text, generation_params(request))
+        return convert.generated_text(out, GENERATION_PRODUCER)
+
+    async def ServerStreamingTextGenerationTaskPredict(
+        self, request: Any, context: Context
+    ) -> AsyncIterator[nlp_data_pb2.GeneratedTextStreamResult]:
+        ctx = request_context(context)
+        try:
+            params = generation_params(request)
+            stream = self._core.generate_stream(ctx, metadata(context, MODEL_ID_KEY), request.text, params)
+            async for chunk in stream:
+                yield convert.stream_chunk(chunk, GENERATION_PRODUCER)
+        except TaskgateError as exc:
+            await abort(context, exc, ctx.request_id)
+        except Exception:
+            log.exception("streaming generation failed (request id %s)", ctx.request_id)
+            await abort(context, internal(ctx.request_id), ctx.request_id)
+
+    @task_rpc
     async def TextClassificationTaskPredict(self, request: Any, ctx: RequestContext, model_id: str) -> Any:
         return convert.classification(await self._core.classify(ctx, model_id, request.text))
+
+
+GENERATION_PRODUCER = Producer(name="taskgate torch-causal-lm", version=__version__)
+_GENERATION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationParams))
+
+
+def generation_params(request: Any) -> GenerationParams:
+    """Caikit's (ServerStreaming)TextGenerationTaskRequest -> validated GenerationParams."""
+    values: dict[str, Any] = {}
+    for name in _GENERATION_FIELDS:
+        if name == "stop_sequences":
+            values[name] = list(request.stop_sequences) or None
+        elif name == "exponential_decay_length_penalty":
+            if request.HasField(name):
+                penalty = request.exponential_decay_length_penalty
+                values[name] = (penalty.start_index, penalty.decay_factor)
+        elif request.HasField(name):
+            values[name] = getattr(request, name)
+    return GenerationParams.from_request(values)
 
 
 class InfoServicer(caikit_runtime_info_pb2_grpc.InfoServiceServicer):

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.generation.results import GeneratedToken, GenerationOutput, StreamChunk
 from gateway.results import (
     ClassificationOutput,
     EmbeddingOutput,
@@ -93,3 +94,36 @@ def tokenization(out: TokenizationOutput) -> Json:
 
 def classification(out: ClassificationOutput) -> Json:
     return {"results": [{"label": label, "score": score} for label, score in out.labels]}
+
+
+def _tokens(tokens: tuple[GeneratedToken, ...]) -> list[Json]:
+    return [{"text": t.text, "logprob": t.logprob, "rank": t.rank} for t in tokens]
+
+
+def generated_text(out: GenerationOutput, producer_id: Producer) -> Json:
+    return {
+        "generated_text": out.generated_text,
+        "generated_tokens": out.generated_tokens,
+        "finish_reason": out.finish_reason.name,
+        "producer_id": producer(producer_id),
+        "input_token_count": out.input_token_count,
+        "seed": out.seed,
+        "tokens": _tokens(out.tokens),
+        "input_tokens": _tokens(out.input_tokens),
+    }
+
+
+def stream_chunk(chunk: StreamChunk, producer_id: Producer) -> Json:
+    details = chunk.details
+    return {
+        "generated_text": chunk.generated_text,
+        "tokens": _tokens(chunk.tokens),
+        "details": {
+            "finish_reason": details.finish_reason.name,
+            "generated_tokens": details.generated_tokens,
+            "seed": details.seed,
+            "input_token_count": details.input_token_count,
+        },
+        "producer_id": producer(producer_id),
+        "input_tokens": _tokens(chunk.input_tokens),
+    }

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
@@ -25,9 +26,11 @@ from gateway.errors import (
     internal,
     new_request_id,
 )
+from gateway.generation.params import GenerationParams
 from gateway.http_management import management_router
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
+from gateway.results import Producer
 from gateway.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -38,13 +41,23 @@ Json = dict[str, Any]
 T = TypeVar("T")
 
 
+def _error_body(exc: TaskgateError, request_id: str) -> Json:
+    return {"details": exc.message, "code": exc.wire.http, "id": request_id}
+
+
 def error_response(exc: TaskgateError, request_id: str) -> JSONResponse:
-    status = exc.wire.http
     headers = {REQUEST_ID_HEADER: request_id}
     if exc.retry_after_s is not None:
         headers["retry-after"] = str(int(max(1, exc.retry_after_s)))
-    body = {"details": exc.message, "code": status, "id": request_id}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_error_body(exc, request_id), status_code=exc.wire.http, headers=headers)
+
+
+def _sse(data: Json, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n"
+
+
+GENERATION_PRODUCER = Producer(name="taskgate torch-causal-lm", version=__version__)
 
 
 def _request_id(request: Request) -> str:
@@ -238,6 +251,40 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
     async def tokenization(body: schemas.TextRequest, request: Request) -> Json:
         work = core.tokenize(ctx(request), body.model_id, body.inputs)
         return convert.tokenization(await until_disconnect(request, work))
+
+    @app.post("/api/v1/task/text-generation")
+    async def text_generation(body: schemas.TextGenerationRequest, request: Request) -> Json:
+        params = GenerationParams.from_request(body.parameters.model_dump())
+        work = core.generate(ctx(request), body.model_id, body.inputs, params)
+        return convert.generated_text(await until_disconnect(request, work), GENERATION_PRODUCER)
+
+    @app.post("/api/v1/task/server-streaming-text-generation")
+    async def server_streaming_text_generation(
+        body: schemas.TextGenerationRequest, request: Request
+    ) -> StreamingResponse:
+        """Server-sent events: one ``data:`` JSON chunk per event; a failure after the first chunk
+        arrives as an ``error`` event with the usual error body."""
+        params = GenerationParams.from_request(body.parameters.model_dump())
+        context = ctx(request)
+        chunks = core.generate_stream(context, body.model_id, body.inputs, params)
+        first = await anext(chunks)  # errors before any output get a proper status code
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield _sse(convert.stream_chunk(first, GENERATION_PRODUCER))
+                async for chunk in chunks:
+                    yield _sse(convert.stream_chunk(chunk, GENERATION_PRODUCER))
+            except TaskgateError as exc:
+                yield _sse(_error_body(exc, context.request_id), event="error")
+            except Exception:
+                log.exception("streaming generation failed (request id %s)", context.request_id)
+                yield _sse(_error_body(internal(context.request_id), context.request_id), event="error")
+            finally:
+                await chunks.aclose()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
 
     @app.post("/api/v1/task/text-classification")
     async def text_classification(body: schemas.TextRequest, request: Request) -> Json:

@@ -124,3 +124,37 @@ class DeployRequest(_Strict):
 
 class PinUpdate(_Strict):
     pinned: bool
+
+
+class DecayPenalty(_Strict):
+    start_index: int
+    decay_factor: float
+
+
+class TextGenerationParameters(_Strict):
+    """Caikit's text-generation parameters; unset ones take the defaults."""
+
+    max_new_tokens: int | None = Field(None, description="most tokens to generate (default 20)")
+    min_new_tokens: int | None = Field(None, description="tokens to generate before EOS may end it")
+    truncate_input_tokens: int | None = Field(None, description="keep only the last N prompt tokens")
+    decoding_method: str | None = Field(None, description="GREEDY (default) or SAMPLING")
+    top_k: int | None = None
+    top_p: float | None = None
+    typical_p: float | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    max_time: float | None = Field(None, description="seconds; then TIME_LIMIT with the partial text")
+    exponential_decay_length_penalty: DecayPenalty | None = None
+    stop_sequences: list[str] | None = None
+    include_stop_sequence: bool | None = None
+    seed: int | None = Field(None, description="sampling seed: the same seed gives the same text")
+    preserve_input_text: bool | None = None
+    input_tokens: bool | None = None
+    generated_tokens: bool | None = None
+    token_logprobs: bool | None = None
+    token_ranks: bool | None = None
+
+
+class TextGenerationRequest(_TaskRequest):
+    inputs: str
+    parameters: TextGenerationParameters = TextGenerationParameters()

@@ -30,6 +30,7 @@ from gateway.store import ManifestError, ModelManifest, ModelStore
 from gateway.tasks import Task
 from runtimes.base import EncoderRuntime, Runtime, ThreadSettings
 from runtimes.catalog import factory_for
+from runtimes.causal_lm import CausalLMRuntime
 
 log = logging.getLogger(__name__)
 
@@ -361,15 +362,17 @@ def _check_tasks(manifest: ModelManifest, runtime: Runtime[Any, Any]) -> None:
         BatchSettings.from_mapping(batching if isinstance(batching, dict) else {"invalid": batching})
     except InvalidInput as exc:
         raise ManifestError(f"model {manifest.model_id!r}: {exc.message}") from None
-    encoder_tasks = {Task.EMBEDDING, Task.SENTENCE_SIMILARITY, Task.RERANK, Task.TOKENIZATION}
     if isinstance(runtime, EncoderRuntime):
+        kind = f"{runtime.head} model"
         if runtime.head == "classification":
             allowed = {Task.TEXT_CLASSIFICATION, Task.TOKENIZATION}
         else:
-            allowed = encoder_tasks
-        extra = manifest.tasks - allowed
-        if extra:
-            names = ", ".join(sorted(task.value for task in extra))
-            raise ManifestError(
-                f"model {manifest.model_id!r} lists tasks its {runtime.head} model cannot serve: {names}"
-            )
+            allowed = {Task.EMBEDDING, Task.SENTENCE_SIMILARITY, Task.RERANK, Task.TOKENIZATION}
+    elif isinstance(runtime, CausalLMRuntime):
+        kind, allowed = "causal language model", {Task.TEXT_GENERATION}
+    else:
+        return
+    extra = manifest.tasks - allowed
+    if extra:
+        names = ", ".join(sorted(task.value for task in extra))
+        raise ManifestError(f"model {manifest.model_id!r} lists tasks its {kind} cannot serve: {names}")

@@ -48,7 +48,7 @@ class Runtime(abc.ABC, Generic[BatchT, OutputT]):
     def unload(self) -> None:
         """Release the model; ``load`` may be called again afterwards."""
 
-    def warmup(self) -> None:  # noqa: B027 - an optional hook; runtimes override it
+    def warmup(self) -> None:  # an optional hook; runtimes override it
         """Exercise the loaded model once so the first request does not pay for lazy set-up."""
 
 

@@ -49,7 +49,9 @@ def _default_hf_folder() -> Path:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--http-port", type=int, default=8095)
     parser.add_argument("--grpc-port", type=int, default=8096)
     parser.add_argument("--metrics-port", type=int, default=8097, help="Caikit's prometheus port (loopback)")
@@ -109,16 +111,18 @@ def bootstrap() -> None:
     started = time.monotonic()
     module = EmbeddingModule.bootstrap(str(ARGS.hf_folder), device="cpu")
     module.save(str(target))
-    print(f"Caikit peer: bootstrapped {ARGS.hf_folder} -> {target} in {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"Caikit peer: bootstrapped {ARGS.hf_folder} -> {target} in {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
 
 
 def bind_loopback() -> None:
-    import grpc
-    import prometheus_client
-
     import caikit.runtime.grpc_server as caikit_grpc_server
     import caikit.runtime.http_server.http_server as caikit_http_server
     import caikit.runtime.server_base as caikit_server_base
+    import grpc
+    import prometheus_client
 
     class LoopbackGrpc:
         """Stands in for ``grpc`` inside caikit's gRPC server module; rewrites ``[::]:port``."""

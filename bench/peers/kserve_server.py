@@ -32,12 +32,16 @@ HOST = "127.0.0.1"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--http-port", type=int, default=8090)
     parser.add_argument("--grpc-port", type=int, default=8091)
     parser.add_argument("--threads", type=int, default=1, help="ORT intra_op_num_threads")
     parser.add_argument("--inter-threads", type=int, default=1, help="ORT inter_op_num_threads")
-    parser.add_argument("--model-dir", type=Path, default=None, help="folder with model.onnx + tokenizer.json")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None, help="folder with model.onnx + tokenizer.json"
+    )
     parser.add_argument("--model-name", default="all-MiniLM-L6-v2")
     parser.add_argument("--max-tokens", type=int, default=256, help="truncation length (Taskgate: 256)")
     parser.add_argument("--no-grpc", action="store_true", help="REST only")
@@ -50,7 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grpc-max-threads", type=int, default=4, help="KServe --max_threads (default 4)")
     args, _unknown = parser.parse_known_args()
     if args.model_dir is None:
-        args.model_dir = DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.onnx").is_file() else FALLBACK_MODEL_DIR
+        args.model_dir = (
+            DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.onnx").is_file() else FALLBACK_MODEL_DIR
+        )
     return args
 
 
@@ -60,17 +66,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # kserve.model_server parses sys.argv at import time (parse_known_args); hand it none of ours.
 sys.argv = sys.argv[:1]
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from grpc import aio as _grpc_aio  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
-
 import kserve  # noqa: E402
 import kserve.protocol.grpc.server as _kserve_grpc_server  # noqa: E402
 import kserve.protocol.rest.server as _kserve_rest_server  # noqa: E402
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from grpc import aio as _grpc_aio  # noqa: E402
 from kserve import InferOutput, InferRequest, InferResponse  # noqa: E402
 from kserve.errors import InvalidInput  # noqa: E402
-
+from tokenizers import Tokenizer  # noqa: E402
 
 # -- bind to loopback only (kserve 0.21.0 has no option for the listen address) -------------------
 _orig_rest_init = _kserve_rest_server.RESTServer.__init__

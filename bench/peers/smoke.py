@@ -136,7 +136,9 @@ def _vector1d(message) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("peer", choices=["reference", "kserve", "caikit"])
     parser.add_argument("--ref", type=Path)
     parser.add_argument("--http-port", type=int)
