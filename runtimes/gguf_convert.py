@@ -15,7 +15,6 @@ and ``add_bos_token`` from the settings when given (else the file's ``tokenizer.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtimes.fingerprint import fingerprint
 from runtimes.onnx_export import FINGERPRINT
 
 log = logging.getLogger(__name__)
@@ -54,20 +54,11 @@ class TokenizerFixes:
         return cls(eos_token=eos, add_bos_token=bos)
 
 
-def file_fingerprint(path: Path) -> str:
-    """sha256 over the file's name and content (``source_fingerprint``'s scheme for one file)."""
-    digest = hashlib.sha256(path.name.encode() + b"\0")
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _expected(gguf_file: Path, fixes: TokenizerFixes) -> dict[str, Any]:
     import transformers
 
     return {
-        "source_sha256": file_fingerprint(gguf_file),
+        "source_sha256": fingerprint(gguf_file),
         "source_name": gguf_file.name,
         "converter": CONVERTER_VERSION,
         "eos_token": fixes.eos_token,

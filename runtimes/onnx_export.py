@@ -8,13 +8,14 @@ a crash never leaves a half-written export that looks valid.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from runtimes.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +24,7 @@ FINGERPRINT = "fingerprint.json"
 
 def source_fingerprint(source: Path) -> str:
     """sha256 over every file's relative path and content (hidden files excluded)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        relative = path.relative_to(source).as_posix()
-        if any(part.startswith(".") for part in relative.split("/")):
-            continue
-        digest.update(relative.encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return fingerprint(source)
 
 
 def _expected(source: Path, task: str) -> dict[str, str]:
