@@ -1,0 +1,307 @@
+"""Text generation: continuous batching over gRPC vs in-process Hugging Face ``generate``.
+
+    .venv/bin/python bench/generation.py                          # 1, 4, 16 streams x 64 tokens, 3 runs
+    .venv/bin/python bench/generation.py --tokens 16 --repeats 1  # smoke run
+
+For each concurrency N: N concurrent gRPC streams (ServerStreamingTextGenerationTaskPredict on
+SmolLM2-135M-Instruct, greedy, min_new_tokens = max_new_tokens = --tokens so EOS never ends a
+stream early, N distinct prompts of varied length) against Taskgate in its own process. Measured:
+aggregate tokens/s (all generated tokens / wall time from the first request to the last
+finish), time to first token (request sent -> first chunk carrying a token) and inter-token
+latency (gap between chunks / tokens in the later chunk), p50 and p99 over all streams.
+
+Beside it, in this process and before the gateway starts (so they never share the cores):
+(a) sequential batch-1 ``model.generate`` over the same N prompts one after another and
+(b) one left-padded static-batch ``generate`` of the same N prompts, both on the gateway's own
+converted HF folder with the same torch thread counts. Every figure is the median of --repeats
+runs. Targets: 16 streams >= 6x (a) and >= 0.8x (b). Writes bench/results/generation.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before torch loads, as in the gateway
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.systems import process, wait_for_line  # noqa: E402
+from gateway.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+QUESTIONS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how a refrigerator works.",
+    "List some tips for learning a new language.",
+    "Describe the water cycle to a child.",
+    "What are the benefits of regular exercise?",
+    "Summarize the history of the printing press.",
+    "How do bees make honey?",
+    "Give advice to someone starting their first job.",
+    "Why is the sky blue?",
+    "Describe a walk through a busy market.",
+    "What makes a good cup of coffee?",
+    "Explain what a computer network is.",
+    "Write a poem about autumn leaves.",
+    "How do airplanes stay in the air?",
+    "Describe how to plant a vegetable garden.",
+    "What is the difference between weather and climate?",
+]
+PADDING = " Please answer in full sentences, with concrete examples and a friendly tone."
+
+
+def prompts(n: int) -> list[str]:
+    """N distinct chat prompts, of 1 to 4 padding clauses (so prompt lengths differ)."""
+    out = []
+    for i in range(n):
+        question = QUESTIONS[i % len(QUESTIONS)] + PADDING * (i % 4) + f" (request {i})"
+        out.append(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    return out
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+# -- in-process baselines -----------------------------------------------------------------
+def converted_folder(store: Path) -> Path:
+    """The gateway's own converted HF folder for the model (converting the GGUF file once)."""
+    from gateway.defaults import write_default_manifests
+    from gateway.store import ModelStore
+    from runtimes.gguf_convert import TokenizerFixes, convert_cached
+
+    write_default_manifests(store)
+    manifest = ModelStore(store).manifest(MODEL)
+    return convert_cached(manifest.source, manifest.folder, TokenizerFixes.from_options(manifest.settings))
+
+
+def baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """{N: {"sequential": tokens/s, "static": tokens/s}}, medians over --repeats runs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(args.intra_op_threads)
+    torch.set_num_interop_threads(args.inter_op_threads)
+    folder = converted_folder(args.store)
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(folder))  # type: ignore[no-untyped-call]
+    tokenizer.padding_side = "left"
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model.eval()
+    options = {
+        "do_sample": False, "max_new_tokens": args.tokens, "min_new_tokens": args.tokens,
+        "pad_token_id": tokenizer.pad_token_id, "eos_token_id": model.generation_config.eos_token_id,
+    }  # fmt: skip
+
+    def generate(texts: list[str]) -> int:
+        batch = tokenizer(texts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            out = model.generate(**batch, **options)
+        new = out.shape[1] - batch["input_ids"].shape[1]
+        assert new == args.tokens, f"generate made {new} tokens, not {args.tokens}"
+        return new * len(texts)
+
+    generate(prompts(2))  # warm up
+    results: dict[int, dict[str, float]] = {}
+    for n in args.concurrency:
+        texts = prompts(n)
+        sequential, static = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            tokens = sum(generate([text]) for text in texts)
+            sequential.append(tokens / (time.perf_counter() - start))
+            start = time.perf_counter()
+            tokens = generate(texts)
+            static.append(tokens / (time.perf_counter() - start))
+        results[n] = {"sequential": statistics.median(sequential), "static": statistics.median(static)}
+        print(
+            f"in-process N={n}: (a) sequential batch-1 {results[n]['sequential']:.1f} tok/s, "
+            f"(b) static batch {results[n]['static']:.1f} tok/s",
+            flush=True,
+        )
+    return results  # the model goes with this frame, before the gateway starts
+
+
+# -- the gateway over gRPC ----------------------------------------------------------------
+@dataclass
+class Stream:
+    tokens: int
+    ttft_ms: float
+    itl_ms: list[float]
+    finished: float
+
+
+@dataclass
+class Row:
+    streams: int
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    itl_p99_ms: float
+    short_streams: int  # streams that did not get exactly --tokens tokens (all runs)
+    sequential_tokens_per_s: float = 0.0
+    static_tokens_per_s: float = 0.0
+
+    @property
+    def vs_sequential(self) -> float:
+        return self.tokens_per_s / self.sequential_tokens_per_s if self.sequential_tokens_per_s else 0.0
+
+    @property
+    def vs_static(self) -> float:
+        return self.tokens_per_s / self.static_tokens_per_s if self.static_tokens_per_s else 0.0
+
+
+async def one_stream(stub: object, text: str, tokens: int) -> Stream:
+    from gateway.wire import caikit_runtime_nlp_pb2 as nlp
+
+    request = nlp.ServerStreamingTextGenerationTaskRequest(
+        text=text, max_new_tokens=tokens, min_new_tokens=tokens, decoding_method="GREEDY"
+    )
+    start = time.perf_counter()
+    last, seen, ttft, itl = start, 0, float("nan"), []
+    call = stub.ServerStreamingTextGenerationTaskPredict(request, metadata=(("mm-model-id", MODEL),))  # type: ignore[attr-defined]
+    async for chunk in call:
+        now = time.perf_counter()
+        count = chunk.details.generated_tokens
+        added = count - seen if count else int(bool(chunk.generated_text or chunk.tokens))
+        if added <= 0:
+            continue
+        if seen == 0:
+            ttft = (now - start) * 1000
+        else:
+            itl.extend([(now - last) * 1000 / added] * added)
+        seen += added
+        last = now
+    return Stream(seen, ttft, itl, time.perf_counter())
+
+
+async def measure(grpc_address: str, args: argparse.Namespace) -> list[Row]:
+    import grpc
+
+    from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
+
+    rows = []
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
+        stub = nlp_grpc.NlpServiceStub(channel)
+        await asyncio.gather(*(one_stream(stub, t, 8) for t in prompts(4)))  # warm up
+        for n in args.concurrency:
+            texts = prompts(n)
+            runs, short = [], 0
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                streams = await asyncio.gather(*(one_stream(stub, t, args.tokens) for t in texts))
+                wall = max(s.finished for s in streams) - start
+                short += sum(s.tokens != args.tokens for s in streams)
+                ttfts = [s.ttft_ms for s in streams]
+                itls = [x for s in streams for x in s.itl_ms]
+                runs.append((
+                    sum(s.tokens for s in streams) / wall,
+                    quantile(ttfts, 0.5), quantile(ttfts, 0.99), quantile(itls, 0.5), quantile(itls, 0.99),
+                ))  # fmt: skip
+            medians = [statistics.median(column) for column in zip(*runs, strict=True)]
+            tokens_per_s, ttft50, ttft99, itl50, itl99 = medians
+            rows.append(Row(n, tokens_per_s, ttft50, ttft99, itl50, itl99, short))
+            print(f"gateway N={n}: {medians[0]:.1f} tok/s, TTFT p50 {medians[1]:.0f} ms", flush=True)
+    return rows
+
+
+def gateway(args: argparse.Namespace) -> list[Row]:
+    command = [
+        sys.executable, "-m", "gateway.cli", "serve", "--model-store", str(args.store),
+        "--grpc-port", "0", "--http-port", "0", "--preload", MODEL, "--log-level", "warning",
+        "--intra-op-threads", str(args.intra_op_threads), "--inter-op-threads", str(args.inter_op_threads),
+    ]  # fmt: skip
+    with process(command) as proc:
+        match = wait_for_line(proc, r"gRPC (\S+)\s+HTTP (\S+)", timeout_s=600)
+        return asyncio.run(measure(match.group(1), args))
+
+
+# -- report -------------------------------------------------------------------------------
+HEADER = (
+    "| N | gateway tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
+    "| (a) seq. batch-1 tok/s | (b) static batch tok/s | gateway/(a) | gateway/(b) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _fmt(row: Row) -> str:
+    return (
+        f"| {row.streams} | {row.tokens_per_s:.1f} | {row.ttft_p50_ms:.0f} | {row.ttft_p99_ms:.0f} "
+        f"| {row.itl_p50_ms:.1f} | {row.itl_p99_ms:.1f} | {row.sequential_tokens_per_s:.1f} "
+        f"| {row.static_tokens_per_s:.1f} | {row.vs_sequential:.2f} | {row.vs_static:.2f} |"
+    )
+
+
+def report(args: argparse.Namespace, rows: list[Row]) -> str:
+    lines = [
+        "# Text generation benchmark",
+        "",
+        f"{MODEL}, {args.tokens} new tokens per stream (greedy, min = max new tokens), "
+        f"median of {args.repeats} run(s). Threads: torch intra-op {args.intra_op_threads}, "
+        f"inter-op {args.inter_op_threads} in the gateway and in the in-process baselines "
+        "(measured in this process before the gateway started).",
+        "",
+        HEADER,
+        *(_fmt(r) for r in rows),
+        "",
+    ]
+    for row in rows:
+        if row.short_streams:
+            lines.append(
+                f"- N={row.streams}: {row.short_streams} stream(s) ended short of {args.tokens} tokens"
+            )
+    top = max(rows, key=lambda r: r.streams)
+    lines.append(
+        f"- Targets at N={top.streams}: gateway/(a) {top.vs_sequential:.2f} (>= 6: "
+        f"{'met' if top.vs_sequential >= 6 else 'NOT met'}), gateway/(b) {top.vs_static:.2f} "
+        f"(>= 0.8: {'met' if top.vs_static >= 0.8 else 'NOT met'})"
+    )
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "generation.md").write_text(text)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    ratios = [{"vs_sequential": r.vs_sequential, "vs_static": r.vs_static} for r in rows]
+    payload = {"settings": settings, "rows": [asdict(r) | x for r, x in zip(rows, ratios, strict=True)]}
+    (RESULTS / "generation.json").write_text(json.dumps(payload, indent=2))
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--store", type=Path, default=ROOT / "model-store", help="model store directory")
+    parser.add_argument("--concurrency", default="1,4,16", help="concurrent streams, comma-separated")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per stream")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is kept")
+    parser.add_argument("--intra-op-threads", type=int, default=1, help="torch intra-op threads (both sides)")
+    parser.add_argument("--inter-op-threads", type=int, default=1, help="torch inter-op threads (both sides)")
+    args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+
+    base = baselines(args)
+    gc.collect()
+    rows = gateway(args)
+    for row in rows:
+        row.sequential_tokens_per_s = base[row.streams]["sequential"]
+        row.static_tokens_per_s = base[row.streams]["static"]
+    print(report(args, rows))
+
+
+if __name__ == "__main__":
+    main()
