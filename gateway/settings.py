@@ -109,6 +109,11 @@ _OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
         "limits",
         "max_inflight_per_model",
     ),
+    ("default-timeout-s", float, "deadline of a request that names none", "limits", "default_timeout_s"),
+    ("memory-budget-bytes", int, "bytes loaded models may hold (0: none)", "registry", "memory_budget_bytes"),
+    ("max-concurrent-loads", int, "model loads that may run at once", "registry", "max_concurrent_loads"),
+    ("load-retry-initial-s", float, "first back-off after a failed load", "registry", "retry_initial_s"),
+    ("load-retry-max-s", float, "longest back-off after failed loads", "registry", "retry_max_s"),
 )
 
 

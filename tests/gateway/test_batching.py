@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -109,3 +110,40 @@ def test_batching_settings_are_validated_and_live(http: httpx.Client) -> None:
         assert http.put(url, json=before).json() == before
     missing = http.get("/management/models/no-such-model/batching")
     assert missing.status_code == 404
+
+
+def test_http_client_that_disconnects_is_dropped_before_the_model(
+    channel: grpc.Channel, http: httpx.Client
+) -> None:
+    stub = nlp_grpc.NlpServiceStub(channel)
+    _embed_alone(stub, "the model is loaded")
+    long_texts = ["word " * 250] * 64  # two full batches each: four batches, two of them queued
+    rows_before = metric(http, "taskgate_batch_size_sum", model=MINILM)
+    cancelled_before = metric(http, "taskgate_rows_dropped_total", model=MINILM, reason="cancelled")
+    busy = [
+        stub.EmbeddingTasksPredict.future(
+            nlp.EmbeddingTasksRequest(texts=long_texts, truncate_input_tokens=-1), metadata=META
+        )
+        for _ in range(2)
+    ]
+    time.sleep(0.3)  # the long requests are queued and running; ours would wait behind them
+    outcome: list[BaseException] = []
+
+    def impatient() -> None:
+        body = {"model_id": MINILM, "inputs": "never run me"}
+        with httpx.Client(base_url=str(http.base_url), timeout=1.0) as client:
+            try:
+                client.post("/api/v1/task/embedding", json=body)
+            except httpx.TimeoutException as exc:  # the client gives up and closes the connection
+                outcome.append(exc)
+
+    thread = threading.Thread(target=impatient)
+    thread.start()
+    thread.join()
+    assert outcome, "the request should have waited behind the long batches"
+    for call in busy:
+        call.result(timeout=60)
+    _embed_alone(stub, "after the disconnect")  # a dispatch pass drops the abandoned row
+    assert metric(http, "taskgate_batch_size_sum", model=MINILM) - rows_before == 2 * 64 + 1
+    cancelled = metric(http, "taskgate_rows_dropped_total", model=MINILM, reason="cancelled")
+    assert cancelled == cancelled_before + 1

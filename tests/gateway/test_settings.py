@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from gateway import settings
+from runtimes.base import ThreadSettings
 
 
 def test_defaults_are_caikits_ports_on_loopback() -> None:
@@ -56,3 +57,19 @@ def test_settings_are_frozen() -> None:
 def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         settings.parse([], environ=env)
+
+
+def test_registry_and_timeout_settings_have_flags_and_environment() -> None:
+    env = {"TASKGATE_MEMORY_BUDGET_BYTES": "1000000", "TASKGATE_DEFAULT_TIMEOUT_S": "2.5"}
+    config = settings.parse(["--max-concurrent-loads", "3"], environ=env)
+    assert config.registry.memory_budget_bytes == 1_000_000
+    assert config.registry.max_concurrent_loads == 3
+    assert config.limits.default_timeout_s == 2.5
+
+
+def test_every_settings_field_has_a_flag() -> None:
+    flags = {attr for _, _, _, _, attr in settings._OPTIONS}
+    parts = (settings.ServerSettings, settings.RequestLimits, settings.RegistrySettings, ThreadSettings)
+    for part in parts:
+        for field in dataclasses.fields(part):
+            assert field.name in flags, f"{part.__name__}.{field.name} has no flag"
