@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch, TokenRow
+from runtimes.tokenizer_cache import shared_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,12 @@ class OnnxEncoder(EncoderRuntime):
         self._normalize = _has_normalize(source)
         self._session: Any = None
         self._input_names: tuple[str, ...] = ()
-        self._tokenizers: OrderedDict[int, Any] = OrderedDict()
-        self._tokenizer_lock = threading.Lock()
+        self._tokenizer_json = source / "tokenizer.json"
         self._size = 0
 
     # -- Runtime -------------------------------------------------------------------------
     def load(self) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         from runtimes.onnx_export import export_cached
 
@@ -67,16 +64,14 @@ class OnnxEncoder(EncoderRuntime):
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = tuple(i.name for i in self._session.get_inputs())
-        base = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        base.no_truncation()
-        base.no_padding()
+        self._tokenizer_json = folder / "tokenizer.json"
+        base = shared_tokenizer(self._tokenizer_json)
         self._base_tokenizer = base
         pad_token = _read_json(folder / "special_tokens_map.json").get("pad_token")
         if isinstance(pad_token, dict):
             pad_token = pad_token.get("content")
         pad_id = base.token_to_id(pad_token) if isinstance(pad_token, str) else None
         self.pad_id = pad_id if pad_id is not None else 0
-        self._tokenizers.clear()
         self._size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
     def size_bytes(self) -> int:
@@ -86,7 +81,6 @@ class OnnxEncoder(EncoderRuntime):
 
     def unload(self) -> None:
         self._session = None
-        self._tokenizers.clear()
 
     def run_batch(self, batch: TokenizedBatch) -> np.ndarray:
         if self._session is None:
@@ -129,20 +123,8 @@ class OnnxEncoder(EncoderRuntime):
 
     # -- helpers -------------------------------------------------------------------------
     def _tokenizer(self, limit: int) -> Any:
-        """A tokenizer truncating at ``limit`` and padding to the longest row (cached per limit)."""
-        with self._tokenizer_lock:
-            tokenizer = self._tokenizers.get(limit)
-            if tokenizer is None:
-                from tokenizers import Tokenizer
-
-                tokenizer = Tokenizer.from_str(self._base_tokenizer.to_str())
-                tokenizer.enable_truncation(max_length=limit)
-                self._tokenizers[limit] = tokenizer
-                if len(self._tokenizers) > 16:
-                    self._tokenizers.popitem(last=False)
-            else:
-                self._tokenizers.move_to_end(limit)
-            return tokenizer
+        """A tokenizer truncating at ``limit`` (shared with models of the same tokenizer)."""
+        return shared_tokenizer(self._tokenizer_json, limit)
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._pooling == "cls":
