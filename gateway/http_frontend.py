@@ -28,6 +28,7 @@ from gateway.errors import (
 )
 from gateway.generation.params import GenerationParams
 from gateway.http_management import management_router
+from gateway.http_openapi import install_caikit_openapi
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
 from gateway.results import Producer
@@ -52,9 +53,19 @@ def error_response(exc: TaskgateError, request_id: str) -> JSONResponse:
     return JSONResponse(_error_body(exc, request_id), status_code=exc.wire.http, headers=headers)
 
 
-def _sse(data: Json, event: str | None = None) -> str:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data)}\n\n"
+def _sse(data: Json) -> str:
+    """One server-sent event. Errors are events too, told apart by their keys (details, code,
+    id), which is how Caikit and caikit-nlp-client read a stream."""
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def _sse_error(exc: TaskgateError, request_id: str) -> StreamingResponse:
+    """An error before any output: the right status, with the body as one SSE error event."""
+
+    async def body() -> AsyncIterator[str]:
+        yield _sse(_error_body(exc, request_id))
+
+    return StreamingResponse(body(), status_code=exc.wire.http, media_type="text/event-stream")
 
 
 GENERATION_PRODUCER = Producer(name="taskgate torch-causal-lm", version=__version__)
@@ -149,6 +160,7 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
         description="Task-level text APIs (Caikit-compatible routes).",
     )
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, deploy_limit=settings.max_deploy_bytes)
+    install_caikit_openapi(app)
     app.include_router(management_router(management, core))
 
     @app.exception_handler(TaskgateError)
@@ -262,12 +274,15 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
     async def server_streaming_text_generation(
         body: schemas.TextGenerationRequest, request: Request
     ) -> StreamingResponse:
-        """Server-sent events: one ``data:`` JSON chunk per event; a failure after the first chunk
-        arrives as an ``error`` event with the usual error body."""
-        params = GenerationParams.from_request(body.parameters.model_dump())
+        """Server-sent events: one ``data:`` JSON chunk per event. A failure is an event with the
+        usual error body; before any output it also has the error's HTTP status."""
         context = ctx(request)
-        chunks = core.generate_stream(context, body.model_id, body.inputs, params)
-        first = await anext(chunks)  # errors before any output get a proper status code
+        try:
+            params = GenerationParams.from_request(body.parameters.model_dump())
+            chunks = core.generate_stream(context, body.model_id, body.inputs, params)
+            first = await anext(chunks)  # errors before any output get a proper status code
+        except TaskgateError as exc:
+            return _sse_error(exc, context.request_id)
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -275,10 +290,10 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
                 async for chunk in chunks:
                     yield _sse(convert.stream_chunk(chunk, GENERATION_PRODUCER))
             except TaskgateError as exc:
-                yield _sse(_error_body(exc, context.request_id), event="error")
+                yield _sse(_error_body(exc, context.request_id))
             except Exception:
                 log.exception("streaming generation failed (request id %s)", context.request_id)
-                yield _sse(_error_body(internal(context.request_id), context.request_id), event="error")
+                yield _sse(_error_body(internal(context.request_id), context.request_id))
             finally:
                 await chunks.aclose()
 

@@ -185,21 +185,7 @@ def test_server_errors_reach_the_caller_as_runtime_errors(
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "grpc",
-        pytest.param(
-            "http",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="HttpClient.get_text_generation_parameters reads an inlined request schema "
-                "from /openapi.json (properties.parameters.allOf[0].properties.*.type); "
-                "Taskgate's is a $ref with anyOf for optional fields",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["grpc", "http"])
 def test_get_text_generation_parameters_lists_the_generation_knobs(report: dict[str, Any], name: str) -> None:
     parameters = value(transport(report, name)["parameters"], f"{name} get_text_generation_parameters")
     assert {"max_new_tokens", "min_new_tokens", "decoding_method", "seed", "stop_sequences"} <= set(
