@@ -18,6 +18,7 @@ class RuntimeFactory(Protocol):
 # manifest "runtime" value -> "module:attribute" of its factory
 RUNTIMES: dict[str, str] = {
     "onnx-encoder": "runtimes.onnx_encoder:OnnxEncoder",
+    "onnx-causal-lm": "runtimes.onnx_generation:OnnxCausalLM",
     "torch-causal-lm": "runtimes.torch_generation:TorchCausalLM",
 }
 
