@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.batcher import BatchSettings
 from gateway.errors import InvalidInput, ModelNotFound, TaskgateError, Unavailable
+from gateway.memory import SizeMeter, trim_heap
 from gateway.metrics import Metrics
 from gateway.settings import RegistrySettings
 from gateway.store import ManifestError, ModelManifest, ModelStore
@@ -96,6 +97,7 @@ class ModelRegistry:
         self._pins: set[str] = set()
         self._load_slots: asyncio.Semaphore | None = None
         self._unload_listeners: list[Callable[[LoadedModel], None]] = []
+        self._meter = SizeMeter()
         self.load_count = 0
 
     # -- requests ------------------------------------------------------------------------
@@ -268,14 +270,22 @@ class ModelRegistry:
             source=manifest.source, work_dir=manifest.folder, options=manifest.settings, threads=self._threads
         )
         _check_tasks(manifest, runtime)
-        runtime.load()
-        if manifest.settings.get("warmup"):
-            runtime.warmup()
+
+        def load() -> None:
+            runtime.load()
+            if manifest.settings.get("warmup"):
+                runtime.warmup()
+
+        if self.settings.measure_rss:
+            _, size = self._meter.measure(manifest.runtime, runtime.size_bytes(), load)
+        else:
+            load()
+            size = runtime.size_bytes()
         self.load_count += 1
         elapsed = time.perf_counter() - started
         self._metrics.load_seconds.labels(manifest.model_id).observe(elapsed)
-        log.info("loaded model %s in %.2f s", manifest.model_id, elapsed)
-        return LoadedModel(manifest, runtime, runtime.size_bytes(), elapsed)
+        log.info("loaded model %s in %.2f s (%d bytes)", manifest.model_id, elapsed, size)
+        return LoadedModel(manifest, runtime, size, elapsed)
 
     async def _make_room(self, needed: int, loading: str) -> None:
         budget = self.settings.memory_budget_bytes
@@ -303,6 +313,7 @@ class ModelRegistry:
         for listener in self._unload_listeners:
             listener(model)
         await asyncio.to_thread(model.runtime.unload)
+        await asyncio.to_thread(trim_heap)
         self._metrics.unload_seconds.labels(model.model_id).observe(time.perf_counter() - started)
         log.info("unloaded model %s (%d bytes)", model.model_id, model.size_bytes)
         self._report()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class RegistrySettings:
     max_concurrent_loads: int = 2
     retry_initial_s: float = 1.0
     retry_max_s: float = 60.0
+    measure_rss: bool = True  # size a model by the memory its load added (else by its files)
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes < 0:
@@ -82,8 +83,19 @@ class Settings:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
 
 
+def _flag(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
 # (flag, type, help, settings slice, attribute); the env name is derived from the flag
-_OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
+_OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
     ("host", str, "address both servers bind to", "server", "host"),
     ("grpc-port", int, "gRPC port (Caikit's default 8085)", "server", "grpc_port"),
     ("http-port", int, "HTTP port (Caikit's default 8080)", "server", "http_port"),
@@ -114,6 +126,13 @@ _OPTIONS: tuple[tuple[str, type, str, str, str], ...] = (
     ("max-concurrent-loads", int, "model loads that may run at once", "registry", "max_concurrent_loads"),
     ("load-retry-initial-s", float, "first back-off after a failed load", "registry", "retry_initial_s"),
     ("load-retry-max-s", float, "longest back-off after failed loads", "registry", "retry_max_s"),
+    (
+        "measure-rss",
+        _flag,
+        "size models by resident memory added (1) or files (0)",
+        "registry",
+        "measure_rss",
+    ),
 )
 
 
@@ -152,7 +171,8 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         try:
             slices[dest][attr] = kind(raw)
         except ValueError as exc:
-            raise ValueError(f"{env_name(flag)} / --{flag}: {raw!r} is not a valid {kind.__name__}") from exc
+            name = getattr(kind, "__name__", "value").strip("_")
+            raise ValueError(f"{env_name(flag)} / --{flag}: {raw!r} is not a valid {name}") from exc
     store = pick("model-store")
     preload = pick("preload")
     return Settings(

@@ -29,7 +29,7 @@ def tiny_store() -> Path:
 
 @pytest.fixture(scope="module")
 def model_bytes(tiny_store: Path) -> int:
-    registry = ModelRegistry(ModelStore(tiny_store), ThreadSettings())
+    registry = ModelRegistry(ModelStore(tiny_store), ThreadSettings(), RegistrySettings(measure_rss=False))
     size = asyncio.run(_loaded_size(registry))
     return size
 
@@ -41,7 +41,8 @@ async def _loaded_size(registry: ModelRegistry) -> int:
 
 
 def make(store: Path, budget: int = 0, **kwargs: float) -> ModelRegistry:
-    settings = RegistrySettings(memory_budget_bytes=budget, **kwargs)  # type: ignore[arg-type]
+    # sized by files here, so eviction order is exact; measuring resident memory is tested apart
+    settings = RegistrySettings(memory_budget_bytes=budget, measure_rss=False, **kwargs)  # type: ignore[arg-type]
     return ModelRegistry(ModelStore(store), ThreadSettings(), settings, Metrics())
 
 
@@ -153,4 +154,13 @@ async def test_hot_add_and_removal_of_store_folders(tmp_path: Path, tiny_store: 
     finally:
         stop.set()
         await watcher
+    await registry.unload_all()
+
+
+async def test_measured_sizes_cover_at_least_the_files(tiny_store: Path, model_bytes: int) -> None:
+    registry = ModelRegistry(ModelStore(tiny_store), ThreadSettings(), RegistrySettings(measure_rss=True))
+    first = await registry.get(A)
+    second = await registry.get(B)
+    assert first.size_bytes >= model_bytes and second.size_bytes >= model_bytes
+    assert registry.loaded_bytes == first.size_bytes + second.size_bytes
     await registry.unload_all()
