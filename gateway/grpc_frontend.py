@@ -155,7 +155,7 @@ class NlpServicer(nlp_grpc.NlpServiceServicer):
         return convert.classification(await self._core.classify(ctx, model_id, request.text))
 
 
-GENERATION_PRODUCER = Producer(name="taskgate torch-causal-lm", version=__version__)
+GENERATION_PRODUCER = Producer(name="taskgate causal-lm", version=__version__)
 _GENERATION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationParams))
 
 

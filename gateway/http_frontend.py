@@ -68,7 +68,7 @@ def _sse_error(exc: TaskgateError, request_id: str) -> StreamingResponse:
     return StreamingResponse(body(), status_code=exc.wire.http, media_type="text/event-stream")
 
 
-GENERATION_PRODUCER = Producer(name="taskgate torch-causal-lm", version=__version__)
+GENERATION_PRODUCER = Producer(name="taskgate causal-lm", version=__version__)
 
 
 def _request_id(request: Request) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from gateway.defaults import GENERATION_RUNTIME
 from gateway.errors import AlreadyExists, InvalidInput, ModelNotFound
 from gateway.registry import ModelRegistry, ModelStatus
 from gateway.store import MANIFEST, ModelManifest, resolve_source, validate_model_id
@@ -112,16 +113,17 @@ def _safe_relative(filename: str) -> PurePosixPath:
 def _infer_manifest(model_id: str, folder: Path, source: Path, model_type: str = "") -> ModelManifest:
     """A manifest for a bare Hugging Face folder (or a .gguf file) by looking at its files."""
     ggufs = [source] if source.suffix == ".gguf" else sorted(source.glob("*.gguf"))
-    if ggufs or model_type in ("torch-causal-lm", "gguf"):
+    if ggufs or model_type in ("torch-causal-lm", "onnx-causal-lm", "gguf"):
         target = ggufs[0] if ggufs else source
-        return ModelManifest(model_id, GENERATION_TASKS, "torch-causal-lm", target, folder)
+        runtime = model_type if model_type.endswith("causal-lm") else GENERATION_RUNTIME
+        return ModelManifest(model_id, GENERATION_TASKS, runtime, target, folder)
     config_path = source / "config.json"
     if not config_path.is_file():
         raise InvalidInput(f"{source} has neither a {MANIFEST}, a config.json nor a .gguf file")
     config = json.loads(config_path.read_text())
     architectures = config.get("architectures") or []
     if any(str(a).endswith("ForCausalLM") for a in architectures):
-        return ModelManifest(model_id, GENERATION_TASKS, "torch-causal-lm", source, folder)
+        return ModelManifest(model_id, GENERATION_TASKS, GENERATION_RUNTIME, source, folder)
     classifier = any(str(a).endswith("ForSequenceClassification") for a in architectures)
     tasks = CLASSIFIER_TASKS if classifier else ENCODER_TASKS
     return ModelManifest(model_id, tasks, "onnx-encoder", source, folder)
