@@ -54,15 +54,6 @@ from bench.systems import process  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 MB = 1024 * 1024
-# Used only when `gateway.cli serve` has no --memory-budget-bytes flag: sets RegistrySettings.
-SHIM = (
-    "import dataclasses, sys\n"
-    "from gateway import cli, settings\n"
-    "budget, loads, parse = int(sys.argv[1]), int(sys.argv[2]), settings.from_args\n"
-    "settings.from_args = lambda a, e: dataclasses.replace(parse(a, e), registry=settings.RegistrySettings("
-    "memory_budget_bytes=budget, max_concurrent_loads=loads))\n"
-    "sys.exit(cli.main(sys.argv[3:]))\n"
-)
 
 
 def zipf(count: int, s: float) -> list[float]:
@@ -147,16 +138,8 @@ def serve_command(budget: int, loads: int) -> list[str]:
     args = [
         "serve", "--model-store", str(STORE), "--grpc-port", "0", "--http-port", "0", "--log-level", "info",
     ]  # fmt: skip
-    if not budget:
-        return [sys.executable, "-m", "gateway.cli", *args]
-    help_text = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--help"], cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    if "--memory-budget-bytes" in help_text and "--max-concurrent-loads" in help_text:
-        flags = ["--memory-budget-bytes", str(budget), "--max-concurrent-loads", str(loads)]
-        return [sys.executable, "-m", "gateway.cli", *args, *flags]
-    print("NOTE: `taskgate serve` has no --memory-budget-bytes flag; setting the budget via a shim")
-    return [sys.executable, "-c", SHIM, str(budget), str(loads), *args]
+    flags = ["--memory-budget-bytes", str(budget), "--max-concurrent-loads", str(loads)] if budget else []
+    return [sys.executable, "-m", "gateway.cli", *args, *flags]
 
 
 async def traffic(
