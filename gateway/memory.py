@@ -39,7 +39,12 @@ class SizeMeter:
         self._active = 0
         self._ratio: dict[str, float] = {}
 
-    def measure(self, kind: str, file_bytes: int, load: Callable[[], T]) -> tuple[T, int]:
+    def measure(self, kind: str, file_bytes: Callable[[], int], load: Callable[[], T]) -> tuple[T, int]:
+        """Run ``load``; return its result and the model's size.
+
+        ``file_bytes`` is read after the load, since a load may produce the files it serves
+        (an ONNX export) that differ in size from the source it started from.
+        """
         with self._lock:
             self._active += 1
             alone = self._active == 1
@@ -51,10 +56,11 @@ class SizeMeter:
                 self._active -= 1
                 alone = alone and self._active == 0
         grown = rss_bytes() - before
+        files = file_bytes()
         with self._lock:
-            if alone and file_bytes > 0 and grown > 0:
-                ratio = max(1.0, grown / file_bytes)
+            if alone and files > 0 and grown > 0:
+                ratio = max(1.0, grown / files)
                 old = self._ratio.get(kind)
                 self._ratio[kind] = ratio if old is None else 0.7 * old + 0.3 * ratio
             ratio = self._ratio.get(kind, 1.0)
-        return result, max(file_bytes, int(file_bytes * ratio))
+        return result, max(files, int(files * ratio))

@@ -277,7 +277,7 @@ class ModelRegistry:
                 runtime.warmup()
 
         if self.settings.measure_rss:
-            _, size = self._meter.measure(manifest.runtime, runtime.size_bytes(), load)
+            _, size = self._meter.measure(manifest.runtime, runtime.size_bytes, load)
         else:
             load()
             size = runtime.size_bytes()
