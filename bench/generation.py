@@ -13,8 +13,11 @@ latency (gap between chunks / tokens in the later chunk), p50 and p99 over all s
 Beside it, in this process and before the gateway starts (so they never share the cores):
 (a) sequential batch-1 ``model.generate`` over the same N prompts one after another and
 (b) one left-padded static-batch ``generate`` of the same N prompts, both on the gateway's own
-converted HF folder with the same torch thread counts. Every figure is the median of --repeats
-runs. Targets: 16 streams >= 6x (a) and >= 0.8x (b). Writes bench/results/generation.{md,json}.
+converted HF folder with the same torch thread counts, and (a') / (b') the same two on the
+gateway's own runtime (ONNX Runtime by default) driven step by step in-process, so that
+gateway / (b') isolates the serving overhead from the runtime's speed-up over torch. Every
+figure is the median of --repeats runs. Targets: 16 streams >= 6x (a) and >= 0.8x (b).
+Writes bench/results/generation.{md,json}.
 """
 
 from __future__ import annotations
@@ -136,6 +139,62 @@ def baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     return results  # the model goes with this frame, before the gateway starts
 
 
+def runtime_baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """The gateway's own runtime in-process, no server: {N: {"rt_sequential", "rt_static"}} tok/s.
+
+    (a') each prompt alone (prefill, then --tokens - 1 decode steps) and (b') all N prompts
+    prefilled together, then decoded together: the same steps the scheduler issues, without
+    the gateway. Gateway / (b') is the serving overhead; (b') / (b) is the runtime's speed-up.
+    """
+    import numpy as np
+
+    from gateway.store import ModelStore
+    from runtimes.base import ThreadSettings
+    from runtimes.catalog import factory_for
+    from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
+
+    manifest = ModelStore(args.store).manifest(MODEL)
+    threads = ThreadSettings(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+    factory = factory_for(manifest.runtime)
+    runtime = factory(
+        source=manifest.source, work_dir=manifest.folder, options=manifest.settings, threads=threads
+    )
+    assert isinstance(runtime, CausalLMRuntime)
+    runtime.load()
+    runtime.prepare_thread()
+
+    def generate(texts: list[str]) -> int:
+        seqs = tuple(NewSequence(i, tuple(runtime.encode(t))) for i, t in enumerate(texts))
+        out = runtime.run_batch(GenerationStep(prefill=seqs))
+        for _ in range(args.tokens - 1):
+            tokens = np.asarray(out.logits).argmax(-1)
+            step = tuple(zip(out.seq_ids, map(int, tokens), strict=True))
+            out = runtime.run_batch(GenerationStep(decode=step))
+        runtime.run_batch(GenerationStep(release=out.seq_ids))
+        return args.tokens * len(texts)
+
+    generate(prompts(2))  # warm up
+    results: dict[int, dict[str, float]] = {}
+    for n in args.concurrency:
+        texts = prompts(n)
+        sequential, static = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            tokens = sum(generate([text]) for text in texts)
+            sequential.append(tokens / (time.perf_counter() - start))
+            start = time.perf_counter()
+            tokens = generate(texts)
+            static.append(tokens / (time.perf_counter() - start))
+        results[n] = {"rt_sequential": statistics.median(sequential), "rt_static": statistics.median(static)}
+        print(
+            f"in-process {manifest.runtime} N={n}: (a') sequential batch-1 {results[n]['rt_sequential']:.1f} "
+            f"tok/s, (b') static batch {results[n]['rt_static']:.1f} tok/s",
+            flush=True,
+        )
+    runtime.unload()
+    return results
+
+
 # -- the gateway over gRPC ----------------------------------------------------------------
 @dataclass
 class Stream:
@@ -156,6 +215,8 @@ class Row:
     short_streams: int  # streams that did not get exactly --tokens tokens (all runs)
     sequential_tokens_per_s: float = 0.0
     static_tokens_per_s: float = 0.0
+    rt_sequential_tokens_per_s: float = 0.0
+    rt_static_tokens_per_s: float = 0.0
 
     @property
     def vs_sequential(self) -> float:
@@ -164,6 +225,14 @@ class Row:
     @property
     def vs_static(self) -> float:
         return self.tokens_per_s / self.static_tokens_per_s if self.static_tokens_per_s else 0.0
+
+    @property
+    def vs_rt_sequential(self) -> float:
+        return self.tokens_per_s / self.rt_sequential_tokens_per_s if self.rt_sequential_tokens_per_s else 0.0
+
+    @property
+    def vs_rt_static(self) -> float:
+        return self.tokens_per_s / self.rt_static_tokens_per_s if self.rt_static_tokens_per_s else 0.0
 
 
 async def one_stream(stub: object, text: str, tokens: int) -> Stream:
@@ -234,8 +303,9 @@ def gateway(args: argparse.Namespace) -> list[Row]:
 # -- report -------------------------------------------------------------------------------
 HEADER = (
     "| N | gateway tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms "
-    "| (a) seq. batch-1 tok/s | (b) static batch tok/s | gateway/(a) | gateway/(b) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| (a) HF seq. batch-1 tok/s | (b) HF static batch tok/s | gateway/(a) | gateway/(b) "
+    "| (a') runtime seq. tok/s | (b') runtime static tok/s | gateway/(a') | gateway/(b') |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -243,7 +313,9 @@ def _fmt(row: Row) -> str:
     return (
         f"| {row.streams} | {row.tokens_per_s:.1f} | {row.ttft_p50_ms:.0f} | {row.ttft_p99_ms:.0f} "
         f"| {row.itl_p50_ms:.1f} | {row.itl_p99_ms:.1f} | {row.sequential_tokens_per_s:.1f} "
-        f"| {row.static_tokens_per_s:.1f} | {row.vs_sequential:.2f} | {row.vs_static:.2f} |"
+        f"| {row.static_tokens_per_s:.1f} | {row.vs_sequential:.2f} | {row.vs_static:.2f} "
+        f"| {row.rt_sequential_tokens_per_s:.1f} | {row.rt_static_tokens_per_s:.1f} "
+        f"| {row.vs_rt_sequential:.2f} | {row.vs_rt_static:.2f} |"
     )
 
 
@@ -269,13 +341,18 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
     lines.append(
         f"- Targets at N={top.streams}: gateway/(a) {top.vs_sequential:.2f} (>= 6: "
         f"{'met' if top.vs_sequential >= 6 else 'NOT met'}), gateway/(b) {top.vs_static:.2f} "
-        f"(>= 0.8: {'met' if top.vs_static >= 0.8 else 'NOT met'})"
+        f"(>= 0.8: {'met' if top.vs_static >= 0.8 else 'NOT met'}); against its own runtime "
+        f"in-process: gateway/(a') {top.vs_rt_sequential:.2f}, gateway/(b') {top.vs_rt_static:.2f}"
     )
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "generation.md").write_text(text)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    ratios = [{"vs_sequential": r.vs_sequential, "vs_static": r.vs_static} for r in rows]
+    ratios = [
+        {"vs_sequential": r.vs_sequential, "vs_static": r.vs_static,
+         "vs_rt_sequential": r.vs_rt_sequential, "vs_rt_static": r.vs_rt_static}
+        for r in rows
+    ]  # fmt: skip
     payload = {"settings": settings, "rows": [asdict(r) | x for r, x in zip(rows, ratios, strict=True)]}
     (RESULTS / "generation.json").write_text(json.dumps(payload, indent=2))
     return text
@@ -296,10 +373,14 @@ def main() -> None:
 
     base = baselines(args)
     gc.collect()
+    own = runtime_baselines(args)
+    gc.collect()
     rows = gateway(args)
     for row in rows:
         row.sequential_tokens_per_s = base[row.streams]["sequential"]
         row.static_tokens_per_s = base[row.streams]["static"]
+        row.rt_sequential_tokens_per_s = own[row.streams]["rt_sequential"]
+        row.rt_static_tokens_per_s = own[row.streams]["rt_static"]
     print(report(args, rows))
 
 
