@@ -1,7 +1,8 @@
 """Encoder throughput and latency: raw ONNX Runtime vs Taskgate (batching on / off) vs peers.
 
-    .venv/bin/python bench/encoder_throughput.py                 # full matrix (~25 min)
+    .venv/bin/python bench/encoder_throughput.py                 # full matrix (~10 min)
     .venv/bin/python bench/encoder_throughput.py --quick         # 32 clients, short, gRPC+REST
+    .venv/bin/python bench/encoder_throughput.py --plot-only     # redraw the PNG from the JSON
 
 Systems, each alone on the machine while measured: (a) raw in-process ONNX Runtime at its best
 batch size (the hardware limit), (b) Taskgate, (c) Taskgate with batching off, (d) KServe's
@@ -148,7 +149,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is kept")
     parser.add_argument("--no-open-loop", dest="open_loop", action="store_false")
     parser.add_argument("--quick", action="store_true", help="32 clients, short inputs only")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON results")
     args = parser.parse_args()
+    try:
+        import matplotlib  # noqa: F401  (checked now, not after a 25-minute run)
+    except ImportError:
+        sys.exit("matplotlib is missing: pip install -e '.[bench]' (make bench does)")
+    if args.plot_only:
+        saved = json.loads((RESULTS / "encoder_throughput.json").read_text())
+        plot([Row(**r) for r in saved["rows"]])
+        return
     if args.quick:
         args.clients, args.inputs = "1,32", "short"
     args.clients = [int(c) for c in args.clients.split(",")]
