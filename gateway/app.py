@@ -15,6 +15,7 @@ from gateway.core import TaskService
 from gateway.grpc_frontend import start_grpc
 from gateway.http_frontend import create_app
 from gateway.management import ModelManagement
+from gateway.memory import limit_arenas
 from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
@@ -58,6 +59,9 @@ class Gateway:
 
     async def start(self) -> Addresses:
         server = self.settings.server
+        budgeted = self.settings.registry
+        if budgeted.memory_budget_bytes and budgeted.malloc_arenas:
+            limit_arenas(budgeted.malloc_arenas)  # before model threads exist: freed memory is reused
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))

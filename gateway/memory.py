@@ -2,9 +2,13 @@
 
 The registry's budget is about what models really hold. File sizes understate it (an ONNX
 Runtime session holds ~1.7x its weights file for small encoders, measured here), so a load that
-runs alone is measured as the growth of the resident set, and the ratio of that to the model's
-file size is remembered per runtime kind for loads that overlap (whose growth can't be told
-apart). glibc keeps freed memory in its arenas; ``trim_heap`` hands it back after an unload.
+runs alone on a quiet process is measured as the growth of the resident set (except a kind's
+first load, which also pays for the runtime library's one-time set-up), and the ratio of
+that to the model's file size is remembered per runtime kind (clamped to [1, MAX_RATIO]) for
+loads that overlap other loads or requests, whose growth can't be told apart from theirs.
+glibc keeps freed memory in its arenas; ``trim_heap`` hands it back after an unload and
+``limit_arenas`` keeps the arenas few, so that what one thread freed another reuses. A load's
+peak (the resident high-water mark, reset before it) is learned the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +21,34 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+MAX_RATIO = 4.0  # a learned size or load peak is at most this many times the model's files
 
 
 def rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * _PAGE
+
+
+def peak_rss_bytes() -> int:
+    """The resident set's high-water mark (since start or the last ``reset_peak_rss``)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss_bytes()
+
+
+def reset_peak_rss() -> None:
+    """Start a new high-water mark at the current resident set (Linux: /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return
 
 
 def trim_heap() -> None:
@@ -31,23 +58,55 @@ def trim_heap() -> None:
         return
 
 
+def limit_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas (call before the worker threads start); False if not glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, count))
+    except (OSError, AttributeError):
+        return False
+
+
 class SizeMeter:
-    """Measures how much a load adds to the process, learning a per-kind ratio to file size."""
+    """Measures what a load adds to the process, learning per-kind ratios to the files' size.
+
+    Two ratios: what a loaded model keeps (resident growth once the load's garbage is trimmed)
+    and what its load needs at its peak (parsing a model holds its file and the tensors built
+    from it at once), which the registry reserves while the load runs.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active = 0
         self._ratio: dict[str, float] = {}
+        self._peak: dict[str, float] = {}
+        self._seen: set[str] = set()  # kinds loaded once: the first load also pays one-time costs
 
-    def measure(self, kind: str, file_bytes: Callable[[], int], load: Callable[[], T]) -> tuple[T, int]:
+    def peak_ratio(self, kind: str) -> float:
+        """How many times its files' size a load of this kind needs while it runs (learned)."""
+        with self._lock:
+            return max(self._peak.get(kind, 1.0), self._ratio.get(kind, 1.0))
+
+    def measure(
+        self,
+        kind: str,
+        file_bytes: Callable[[], int],
+        load: Callable[[], T],
+        activity: Callable[[], tuple[int, int]],
+    ) -> tuple[T, int]:
         """Run ``load``; return its result and the model's size.
 
         ``file_bytes`` is read after the load, since a load may produce the files it serves
-        (an ONNX export) that differ in size from the source it started from.
+        (an ONNX export) that differ in size from the source it started from. ``activity`` gives
+        (requests running, requests started so far); only a load that no other load and no
+        request overlapped teaches the ratios.
         """
+        activity_before = activity()
         with self._lock:
             self._active += 1
             alone = self._active == 1
+        if alone:
+            trim_heap()  # free memory already resident would hide what the load takes
+            reset_peak_rss()
         before = rss_bytes()
         try:
             result = load()
@@ -55,12 +114,22 @@ class SizeMeter:
             with self._lock:
                 self._active -= 1
                 alone = alone and self._active == 0
+        peak = peak_rss_bytes() - before
+        trim_heap()  # what the load freed (the parsed file) goes back; what stays is the model
         grown = rss_bytes() - before
         files = file_bytes()
         with self._lock:
-            if alone and files > 0 and grown > 0:
-                ratio = max(1.0, grown / files)
-                old = self._ratio.get(kind)
-                self._ratio[kind] = ratio if old is None else 0.7 * old + 0.3 * ratio
+            quiet = activity_before[0] == 0 and activity() == activity_before
+            first = kind not in self._seen
+            self._seen.add(kind)
+            if alone and quiet and not first and files > 0 and grown > 0:
+                self._learn(self._ratio, kind, grown / files)
+                self._learn(self._peak, kind, peak / files)
             ratio = self._ratio.get(kind, 1.0)
         return result, max(files, int(files * ratio))
+
+    @staticmethod
+    def _learn(ratios: dict[str, float], kind: str, sample: float) -> None:
+        sample = min(MAX_RATIO, max(1.0, sample))
+        old = ratios.get(kind)
+        ratios[kind] = sample if old is None else 0.7 * old + 0.3 * sample

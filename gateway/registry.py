@@ -98,6 +98,10 @@ class ModelRegistry:
         self._load_slots: asyncio.Semaphore | None = None
         self._unload_listeners: list[Callable[[LoadedModel], None]] = []
         self._meter = SizeMeter()
+        self._running = 0  # requests inside use(), all models
+        self._started = 0
+        self._room_freed = asyncio.Event()  # a model went idle or a load's reservation ended
+        self._reserved = 0  # bytes held for loads in progress (their peak)
         self.load_count = 0
 
     # -- requests ------------------------------------------------------------------------
@@ -106,11 +110,16 @@ class ModelRegistry:
         """The loaded model, protected from eviction until the block exits."""
         model = await self.get(model_id, deadline)
         model.inflight += 1
+        self._running += 1
+        self._started += 1
         try:
             yield model
         finally:
             model.inflight -= 1
+            self._running -= 1
             model.last_used = time.time()
+            if not model.inflight:
+                self._room_freed.set()  # a load waiting for room may evict it now
 
     async def get(self, model_id: str, deadline: float | None = None) -> LoadedModel:
         model = self._loaded.get(model_id)
@@ -233,9 +242,14 @@ class ModelRegistry:
             self._load_slots = asyncio.Semaphore(self.settings.max_concurrent_loads)
         try:
             async with self._load_slots:
-                estimate = self._sizes.get(model_id) or _estimate_size(manifest)
-                await self._make_room(estimate, model_id)
-                model = await asyncio.to_thread(self._load_sync, manifest)
+                need = self._load_need(manifest)
+                await self._make_room(need, model_id)
+                self._reserved += need
+                try:
+                    model = await asyncio.to_thread(self._load_sync, manifest)
+                finally:
+                    self._reserved -= need
+                    self._room_freed.set()
                 model.pinned = model_id in self._pins or _pinned_by_manifest(manifest)
                 self._sizes[model_id] = model.size_bytes
                 self._loaded[model_id] = model
@@ -263,6 +277,14 @@ class ModelRegistry:
             self._loading.pop(model_id, None)
             self._report()
 
+    def _load_need(self, manifest: ModelManifest) -> int:
+        """Bytes to hold for a load while it runs: its remembered size, or its peak when larger."""
+        files = _estimate_size(manifest)
+        known = self._sizes.get(manifest.model_id) or files
+        if not self.settings.measure_rss:
+            return known
+        return max(known, int(files * self._meter.peak_ratio(manifest.runtime)))
+
     def _load_sync(self, manifest: ModelManifest) -> LoadedModel:
         started = time.perf_counter()
         factory = factory_for(manifest.runtime)
@@ -277,7 +299,7 @@ class ModelRegistry:
                 runtime.warmup()
 
         if self.settings.measure_rss:
-            _, size = self._meter.measure(manifest.runtime, runtime.size_bytes, load)
+            _, size = self._meter.measure(manifest.runtime, runtime.size_bytes, load, self._activity)
         else:
             load()
             size = runtime.size_bytes()
@@ -291,19 +313,37 @@ class ModelRegistry:
         budget = self.settings.memory_budget_bytes
         if not budget:
             return
-        while self.loaded_bytes + needed > budget:
+        if needed > budget:
+            raise Unavailable(
+                f"model {loading!r} needs {needed} bytes to load, more than the whole memory budget "
+                f"of {budget} bytes; raise --memory-budget-bytes to serve it"
+            )
+        give_up_at = time.monotonic() + self.settings.room_wait_s
+        while self.loaded_bytes + self._reserved + needed > budget:
             victims = [
                 m for m in self._loaded.values() if not m.inflight and not m.pinned and m.model_id != loading
             ]
             if not victims:
                 if needed == 0:
                     return  # over budget only by busy or pinned models; they go when idle
-                raise Unavailable(
-                    f"no room for model {loading!r} ({needed} bytes) in the memory budget of {budget} bytes: "
-                    f"{self.loaded_bytes} bytes are held by models in use or pinned; retry shortly",
-                    retry_after_s=1.0,
-                )
+                await self._wait_for_idle(loading, needed, give_up_at)
+                continue
             await self._unload(min(victims, key=lambda m: m.last_used))
+
+    async def _wait_for_idle(self, loading: str, needed: int, give_up_at: float) -> None:
+        """Wait until a model's last request leaves or a load ends; UNAVAILABLE after ``give_up_at``."""
+        self._room_freed.clear()
+        try:
+            await asyncio.wait_for(self._room_freed.wait(), max(0.0, give_up_at - time.monotonic()))
+        except TimeoutError:
+            pinned = sum(m.size_bytes for m in self._loaded.values() if m.pinned)
+            raise Unavailable(
+                f"no room for model {loading!r} ({needed} bytes) in the memory budget of "
+                f"{self.settings.memory_budget_bytes} bytes: {self.loaded_bytes} bytes are held by "
+                f"models in use ({pinned} of them pinned) and {self._reserved} by loads in progress; "
+                "retry shortly",
+                retry_after_s=1.0,
+            ) from None
 
     async def _unload(self, model: LoadedModel) -> None:
         if self._loaded.get(model.model_id) is not model:
@@ -317,6 +357,10 @@ class ModelRegistry:
         self._metrics.unload_seconds.labels(model.model_id).observe(time.perf_counter() - started)
         log.info("unloaded model %s (%d bytes)", model.model_id, model.size_bytes)
         self._report()
+
+    def _activity(self) -> tuple[int, int]:
+        """(requests running, requests started so far): read from the loading thread."""
+        return self._running, self._started
 
     def _report(self) -> None:
         self._metrics.loaded_models.set(len(self._loaded))

@@ -63,6 +63,8 @@ class RegistrySettings:
     retry_initial_s: float = 1.0
     retry_max_s: float = 60.0
     measure_rss: bool = True  # size a model by the memory its load added (else by its files)
+    room_wait_s: float = 10.0  # a load waits this long for a busy model to go idle and make room
+    malloc_arenas: int = 2  # glibc malloc arenas when a budget is set (0: leave glibc's default)
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes < 0:
@@ -71,6 +73,10 @@ class RegistrySettings:
             raise ValueError(f"max_concurrent_loads must be at least 1, got {self.max_concurrent_loads}")
         if not 0 < self.retry_initial_s <= self.retry_max_s:
             raise ValueError("retry_initial_s must be positive and at most retry_max_s")
+        if self.room_wait_s < 0:
+            raise ValueError(f"room_wait_s must not be negative, got {self.room_wait_s}")
+        if self.malloc_arenas < 0:
+            raise ValueError(f"malloc_arenas must not be negative, got {self.malloc_arenas}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,14 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "size models by resident memory added (1) or files (0)",
         "registry",
         "measure_rss",
+    ),
+    ("room-wait-s", float, "how long a load waits for busy models to free room", "registry", "room_wait_s"),
+    (
+        "malloc-arenas",
+        int,
+        "glibc malloc arenas under a memory budget (0: default)",
+        "registry",
+        "malloc_arenas",
     ),
 )
 

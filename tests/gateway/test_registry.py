@@ -74,7 +74,7 @@ async def test_lru_eviction_under_the_budget(tiny_store: Path, model_bytes: int)
 
 
 async def test_models_in_use_are_never_evicted(tiny_store: Path, model_bytes: int) -> None:
-    registry = make(tiny_store, budget=int(1.5 * model_bytes))
+    registry = make(tiny_store, budget=int(1.5 * model_bytes), room_wait_s=0.2)
     async with registry.use(A):
         with pytest.raises(Unavailable, match="no room") as refused:
             await registry.get(B)
@@ -83,6 +83,35 @@ async def test_models_in_use_are_never_evicted(tiny_store: Path, model_bytes: in
     await registry.get(B)  # A is idle now, so it makes room
     assert loaded(registry) == {B}
     await registry.unload_all()
+
+
+async def test_a_load_waits_for_a_busy_model_to_go_idle(tiny_store: Path, model_bytes: int) -> None:
+    registry = make(tiny_store, budget=int(1.5 * model_bytes), room_wait_s=10)
+    await registry.get(A)
+    release = asyncio.Event()
+
+    async def hold_a() -> None:
+        async with registry.use(A):
+            await release.wait()
+
+    holder = asyncio.create_task(hold_a())
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(registry.get(B))
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and loaded(registry) == {A}  # A is busy: B waits for room
+    release.set()
+    await holder
+    assert (await asyncio.wait_for(waiting, 5)).model_id == B
+    assert loaded(registry) == {B}
+    await registry.unload_all()
+
+
+async def test_a_model_larger_than_the_budget_is_refused_at_once(tiny_store: Path, model_bytes: int) -> None:
+    registry = make(tiny_store, budget=model_bytes // 2, room_wait_s=30)
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="more than the whole memory budget"):
+        await registry.get(A)
+    assert time.monotonic() - started < 5 and loaded(registry) == set()
 
 
 async def test_pinned_models_stay(tiny_store: Path, model_bytes: int) -> None:
