@@ -43,6 +43,7 @@ class OnnxEncoder(EncoderRuntime):
         self._session: Any = None
         self._input_names: tuple[str, ...] = ()
         self._tokenizer_json = source / "tokenizer.json"
+        self._by_limit: dict[int, Any] = {}  # truncation limit -> tokenizer
         self._size = 0
 
     # -- Runtime -------------------------------------------------------------------------
@@ -65,6 +66,7 @@ class OnnxEncoder(EncoderRuntime):
         )
         self._input_names = tuple(i.name for i in self._session.get_inputs())
         self._tokenizer_json = folder / "tokenizer.json"
+        self._by_limit = {}
         base = shared_tokenizer(self._tokenizer_json)
         self._base_tokenizer = base
         pad_token = _read_json(folder / "special_tokens_map.json").get("pad_token")
@@ -123,8 +125,17 @@ class OnnxEncoder(EncoderRuntime):
 
     # -- helpers -------------------------------------------------------------------------
     def _tokenizer(self, limit: int) -> Any:
-        """A tokenizer truncating at ``limit`` (shared with models of the same tokenizer)."""
-        return shared_tokenizer(self._tokenizer_json, limit)
+        """A tokenizer truncating at ``limit`` (shared with models of the same tokenizer).
+
+        Remembered per limit here too: the shared cache is keyed by the file's fingerprint, a
+        stat per call, which costs more than tokenizing a short text.
+        """
+        found = self._by_limit.get(limit)
+        if found is None:
+            if len(self._by_limit) >= 8:  # callers choose limits: keep a few, as the shared cache does
+                self._by_limit.clear()
+            found = self._by_limit[limit] = shared_tokenizer(self._tokenizer_json, limit)
+        return found
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._pooling == "cls":
