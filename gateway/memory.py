@@ -21,7 +21,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_M_ARENA_MAX = -8  # glibc's mallopt parameters
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 256 * 1024  # allocations this large get their own mapping, returned when freed
 MAX_RATIO = 4.0  # a learned size or load peak is at most this many times the model's files
 
 
@@ -59,9 +61,17 @@ def trim_heap() -> None:
 
 
 def limit_arenas(count: int) -> bool:
-    """Cap glibc's malloc arenas (call before the worker threads start); False if not glibc."""
+    """Cap glibc's malloc arenas and fix its mmap threshold; False if not glibc.
+
+    Call before the worker threads start. A fixed threshold stops glibc from raising it after
+    each large free (up to 32 MB), which would put a reloaded model's tensors on the heap, where
+    what an unload frees is scattered and stays resident.
+    """
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, count))
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, count)) and bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        )
     except (OSError, AttributeError):
         return False
 
