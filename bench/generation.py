@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,15 @@ def baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
         assert new == args.tokens, f"generate made {new} tokens, not {args.tokens}"
         return new * len(texts)
 
+    return time_baselines(generate, args, "", "in-process HF generate")  # the model goes with this frame
+
+
+def time_baselines(
+    generate: Callable[[list[str]], int], args: argparse.Namespace, prefix: str, label: str
+) -> dict[int, dict[str, float]]:
+    """{N: {prefix + "sequential", prefix + "static"}} tok/s: the N prompts one by one, then together."""
     generate(prompts(2))  # warm up
+    tick = "'" if prefix else ""
     results: dict[int, dict[str, float]] = {}
     for n in args.concurrency:
         texts = prompts(n)
@@ -130,13 +139,14 @@ def baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
             start = time.perf_counter()
             tokens = generate(texts)
             static.append(tokens / (time.perf_counter() - start))
-        results[n] = {"sequential": statistics.median(sequential), "static": statistics.median(static)}
+        one, all_ = statistics.median(sequential), statistics.median(static)
+        results[n] = {f"{prefix}sequential": one, f"{prefix}static": all_}
         print(
-            f"in-process N={n}: (a) sequential batch-1 {results[n]['sequential']:.1f} tok/s, "
-            f"(b) static batch {results[n]['static']:.1f} tok/s",
+            f"{label} N={n}: (a{tick}) sequential batch-1 {one:.1f} tok/s, "
+            f"(b{tick}) static batch {all_:.1f} tok/s",
             flush=True,
         )
-    return results  # the model goes with this frame, before the gateway starts
+    return results
 
 
 def runtime_baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
@@ -173,24 +183,7 @@ def runtime_baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
         runtime.run_batch(GenerationStep(release=out.seq_ids))
         return args.tokens * len(texts)
 
-    generate(prompts(2))  # warm up
-    results: dict[int, dict[str, float]] = {}
-    for n in args.concurrency:
-        texts = prompts(n)
-        sequential, static = [], []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            tokens = sum(generate([text]) for text in texts)
-            sequential.append(tokens / (time.perf_counter() - start))
-            start = time.perf_counter()
-            tokens = generate(texts)
-            static.append(tokens / (time.perf_counter() - start))
-        results[n] = {"rt_sequential": statistics.median(sequential), "rt_static": statistics.median(static)}
-        print(
-            f"in-process {manifest.runtime} N={n}: (a') sequential batch-1 {results[n]['rt_sequential']:.1f} "
-            f"tok/s, (b') static batch {results[n]['rt_static']:.1f} tok/s",
-            flush=True,
-        )
+    results = time_baselines(generate, args, "rt_", f"in-process {manifest.runtime}")
     runtime.unload()
     return results
 
