@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch, TokenRow
+from runtimes.ort_session import OPTIMIZED, create_session
 from runtimes.tokenizer_cache import shared_tokenizer
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,9 @@ class OnnxEncoder(EncoderRuntime):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._threads.intra_op_threads
         options.inter_op_num_threads = self._threads.inter_op_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        model_path = folder / "model.onnx"
-        self._session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session, graph = create_session(folder / "model.onnx", options)
         self._input_names = tuple(i.name for i in self._session.get_inputs())
         self._tokenizer_json = folder / "tokenizer.json"
         self._by_limit = {}
@@ -74,7 +71,12 @@ class OnnxEncoder(EncoderRuntime):
             pad_token = pad_token.get("content")
         pad_id = base.token_to_id(pad_token) if isinstance(pad_token, str) else None
         self.pad_id = pad_id if pad_id is not None else 0
-        self._size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        skipped = {"model.onnx", OPTIMIZED} - {graph.name}  # the graph not loaded holds nothing
+        self._size = sum(
+            p.stat().st_size
+            for p in folder.iterdir()
+            if p.is_file() and p.name not in skipped and not p.name.startswith(".")
+        )
 
     def size_bytes(self) -> int:
         if self._size:
