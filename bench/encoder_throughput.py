@@ -8,7 +8,8 @@ Systems, each alone on the machine while measured: (a) raw in-process ONNX Runti
 batch size (the hardware limit), (b) Taskgate, (c) Taskgate with batching off, (d) KServe's
 Python ModelServer hosting the same ONNX model, (e) Caikit with caikit-nlp's EmbeddingModule
 (see bench/peers/). Closed loop over 1..64 clients and open loop (Poisson arrivals at 80 % of
-the system's best closed-loop rate). Writes bench/results/encoder_throughput.{md,json,png}.
+the system's best closed-loop rate). Writes bench/results/encoder_throughput.{md,json,png}
+(encoder_throughput-partial.* for a run narrower than the full matrix).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import Sample, closed_loop, open_loop  # noqa: E402
+from bench.results_name import results_stem  # noqa: E402
 from bench.systems import GRPC, MODEL, REST, Taskgate  # noqa: E402
 
 INPUTS = {
@@ -151,13 +153,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="32 clients, short inputs only")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON results")
     args = parser.parse_args()
+    args.stem = results_stem(
+        "encoder_throughput",
+        parser,
+        args,
+        ("systems", "clients", "inputs", "transports", "quick", "open_loop"),
+    )
     try:
         import matplotlib  # noqa: F401  (checked now, not after a 25-minute run)
     except ImportError:
         sys.exit("matplotlib is missing: pip install -e '.[bench]' (make bench does)")
     if args.plot_only:
-        saved = json.loads((RESULTS / "encoder_throughput.json").read_text())
-        plot([Row(**r) for r in saved["rows"]])
+        saved = json.loads((RESULTS / f"{args.stem}.json").read_text())
+        plot([Row(**r) for r in saved["rows"]], args.stem)
         return
     if args.quick:
         args.clients, args.inputs = "1,32", "short"
@@ -185,7 +193,7 @@ def main() -> None:
 
 def report(args: argparse.Namespace, raw: dict, rows: list[Row], systems: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "encoder_throughput.json").write_text(
+    (RESULTS / f"{args.stem}.json").write_text(
         json.dumps({"raw": raw, "rows": [asdict(r) for r in rows]}, indent=2)
     )
     lines = [
@@ -226,12 +234,12 @@ def report(args: argparse.Namespace, raw: dict, rows: list[Row], systems: dict) 
         if single and "short" in raw:
             extra = single.p50_ms - raw["short"]["batch1_p50_ms"]
             lines.append(f"- {transport}, 1 client: (b) p50 - (a) p50 = {extra:+.2f} ms")
-    (RESULTS / "encoder_throughput.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[lines.index("## Ratios (closed loop, short inputs)") :]))
-    plot(rows)
+    plot(rows, args.stem)
 
 
-def plot(rows: list[Row]) -> None:
+def plot(rows: list[Row], stem: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,22 +247,30 @@ def plot(rows: list[Row]) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     keys = sorted({(r.system, r.transport, r.inputs) for r in rows if r.mode == "closed"})
+    systems = sorted({k[0] for k in keys})
+    colour = {name: f"C{i}" for i, name in enumerate(systems)}  # colour: system
+    dash = {GRPC: "-", REST: "--"}  # line: transport; marker: input length
     for system, transport, inputs in keys:
+        style = {
+            "color": colour[system],
+            "linestyle": dash.get(transport, ":"),
+            "marker": "o" if inputs == "short" else "s",
+        }
         series = [
             r
             for r in rows
             if (r.system, r.transport, r.inputs, r.mode) == (system, transport, inputs, "closed")
         ]
         label = f"{system} {transport} {inputs}"
-        left.plot([r.clients for r in series], [r.throughput for r in series], marker="o", label=label)
-        right.plot([r.throughput for r in series], [r.p99_ms for r in series], marker="o", label=label)
+        left.plot([r.clients for r in series], [r.throughput for r in series], label=label, **style)
+        right.plot([r.throughput for r in series], [r.p99_ms for r in series], label=label, **style)
     left.set(
         xscale="log", xlabel="concurrent clients", ylabel="requests/s", title="Throughput vs concurrency"
     )
     right.set(yscale="log", xlabel="requests/s", ylabel="p99 latency (ms)", title="p99 vs throughput")
     left.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(RESULTS / "encoder_throughput.png", dpi=110)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ converted HF folder with the same torch thread counts, and (a') / (b') the same 
 gateway's own runtime (ONNX Runtime by default) driven step by step in-process, so that
 gateway / (b') isolates the serving overhead from the runtime's speed-up over torch. Every
 figure is the median of --repeats runs. Targets: 16 streams >= 6x (a) and >= 0.8x (b).
-Writes bench/results/generation.{md,json}.
+Writes bench/results/generation.{md,json} (generation-partial.* for other --concurrency / --tokens).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before torch loads, as in the gateway
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bench.results_name import results_stem  # noqa: E402
 from bench.systems import process, wait_for_line  # noqa: E402
 from gateway.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
 
@@ -339,7 +340,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
     )
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "generation.md").write_text(text)
+    (RESULTS / f"{args.stem}.md").write_text(text)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     ratios = [
         {"vs_sequential": r.vs_sequential, "vs_static": r.vs_static,
@@ -347,7 +348,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
         for r in rows
     ]  # fmt: skip
     payload = {"settings": settings, "rows": [asdict(r) | x for r, x in zip(rows, ratios, strict=True)]}
-    (RESULTS / "generation.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"{args.stem}.json").write_text(json.dumps(payload, indent=2))
     return text
 
 
@@ -362,6 +363,7 @@ def main() -> None:
     parser.add_argument("--intra-op-threads", type=int, default=1, help="torch intra-op threads (both sides)")
     parser.add_argument("--inter-op-threads", type=int, default=1, help="torch inter-op threads (both sides)")
     args = parser.parse_args()
+    args.stem = results_stem("generation", parser, args, ("concurrency", "tokens"))
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
 
     base = baselines(args)

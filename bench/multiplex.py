@@ -49,6 +49,7 @@ import httpx  # noqa: E402
 
 from bench.loadgen import Sample, closed_loop  # noqa: E402
 from bench.multiplex_models import STORE, model_ids, prepare  # noqa: E402
+from bench.results_name import results_stem  # noqa: E402
 from bench.systems import process  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -339,9 +340,9 @@ def report(
             lines.append(f"- {r['run']}: {r['exports_in_window']} exports in window; server said:")
             lines += [f"  - `{p}`" for p in r["server_problems"]]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "multiplex.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
     payload = {"args": vars(args), "sizes": sizes, "best_static_hit_ratio": best_k, "results": results}
-    (RESULTS / "multiplex.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"{args.stem}.json").write_text(json.dumps(payload, indent=2))
     print("\n".join(lines))
 
 
@@ -359,6 +360,9 @@ def main() -> None:
     parser.add_argument("--runs", default="budget,preloaded")
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
+    args.stem = results_stem(
+        "multiplex", parser, args, ("models", "fit", "clients", "duration", "runs", "zipf", "warmup")
+    )
     sizes = prepare(args.models)
     if args.prepare_only:
         return
