@@ -28,7 +28,8 @@ STAMP = "model.optimized.json"
 
 
 def create_session(model_path: Path, options: Any) -> tuple[Any, Path]:
-    """An ORT CPU session for ``model_path``, and the file it was built from."""
+    """An ORT CPU session for ``model_path``, and the graph file it holds (the optimized copy
+    whenever one was read or kept, so a model's size is the same on every load)."""
     import onnxruntime as ort
 
     folder = model_path.parent
@@ -55,7 +56,8 @@ def create_session(model_path: Path, options: Any) -> tuple[Any, Path]:
     except OSError as exc:  # a read-only store: serve anyway, optimize again next time
         log.warning("could not keep the optimized graph of %s: %s", model_path, exc)
         staging.unlink(missing_ok=True)
-    return session, model_path
+        return session, model_path
+    return session, optimized
 
 
 def _session(ort: Any, path: Path, options: Any) -> Any:

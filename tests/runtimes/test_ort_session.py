@@ -35,6 +35,7 @@ def test_the_first_load_keeps_the_optimized_graph_and_later_loads_use_it(tmp_pat
     assert not list(folder.glob(".model.optimized*")), "no staging file may be left behind"
     made = (folder / OPTIMIZED).stat().st_mtime_ns
     second = load(source, tmp_path)
+    assert first.size_bytes() == second.size_bytes()  # both count the optimized graph
     assert (folder / OPTIMIZED).stat().st_mtime_ns == made  # read, not rewritten
     assert np.array_equal(embed(first), embed(second))
     # the size counts the graph that was loaded, once
