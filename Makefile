@@ -46,4 +46,6 @@ bench: install
 	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/encoder_latency.py
 	bash bench/peers/setup.sh
-	$(BIN)/python bench/encoder_throughput.py
+	$(BIN)/python bench/encoder_throughput.py --repeats 3
+	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/multiplex.py
