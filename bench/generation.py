@@ -214,19 +214,23 @@ class Row:
 
     @property
     def vs_sequential(self) -> float:
-        return self.tokens_per_s / self.sequential_tokens_per_s if self.sequential_tokens_per_s else 0.0
+        return _ratio(self.tokens_per_s, self.sequential_tokens_per_s)
 
     @property
     def vs_static(self) -> float:
-        return self.tokens_per_s / self.static_tokens_per_s if self.static_tokens_per_s else 0.0
+        return _ratio(self.tokens_per_s, self.static_tokens_per_s)
 
     @property
     def vs_rt_sequential(self) -> float:
-        return self.tokens_per_s / self.rt_sequential_tokens_per_s if self.rt_sequential_tokens_per_s else 0.0
+        return _ratio(self.tokens_per_s, self.rt_sequential_tokens_per_s)
 
     @property
     def vs_rt_static(self) -> float:
-        return self.tokens_per_s / self.rt_static_tokens_per_s if self.rt_static_tokens_per_s else 0.0
+        return _ratio(self.tokens_per_s, self.rt_static_tokens_per_s)
+
+
+def _ratio(ours: float, baseline: float) -> float:
+    return ours / baseline if baseline else 0.0
 
 
 async def one_stream(stub: object, text: str, tokens: int) -> Stream:

@@ -93,8 +93,7 @@ class ServerLog:
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        self.loads: list[tuple[float, float]] = []
-        self.sizes: list[tuple[float, str, int]] = []  # (when, model, the size the registry gave it)
+        self.loads: list[tuple[float, str, float, int]] = []  # (when, model, seconds, size it was given)
         self.exports: list[float] = []
         self.problems: list[str] = []
         for line in proc.stdout:
@@ -110,8 +109,7 @@ class ServerLog:
         for line in stream:
             now = time.monotonic()
             if match := self.LOADED.search(line):
-                self.loads.append((now, float(match.group(2))))
-                self.sizes.append((now, match.group(1), int(match.group(3))))
+                self.loads.append((now, match.group(1), float(match.group(2)), int(match.group(3))))
             elif "exporting" in line:
                 self.exports.append(now)
             if re.search(r"WARNING|ERROR|CRITICAL|Traceback", line):
@@ -217,7 +215,8 @@ def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argpars
         http.close()
     delta = after - before
     hits, misses = delta["hit"], delta["miss"]
-    load_times = [secs for at, secs in server.loads if t0 <= at <= t1]
+    in_window = [load for load in server.loads if t0 <= load[0] <= t1]
+    load_times = [secs for _, _, secs, _ in in_window]
     loads = delta["taskgate_model_load_seconds_count"]
     waits = delta["taskgate_model_load_wait_seconds_count"]
     result = {
@@ -248,7 +247,7 @@ def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argpars
         "loaded_at_end": len(loaded),
         "loaded_bytes_at_end": sum(m["size_bytes"] for m in loaded),
         "loadgen_cpu": sample.cpu_share,
-        "sizes_in_window": [(mid, size) for at, mid, size in server.sizes if t0 <= at <= t1],
+        "sizes_in_window": [(mid, size) for _, mid, _, size in in_window],
         "server_problems": server.problems[:10],
     }
     print(json.dumps({k: v for k, v in result.items() if k != "server_problems"}), flush=True)

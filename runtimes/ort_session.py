@@ -46,8 +46,13 @@ def create_session(model_path: Path, options: Any) -> tuple[Any, Path]:
     options.optimized_model_filepath = str(staging)
     try:
         session = _session(ort, model_path, options)
-    finally:
+    except Exception as exc:  # ORT could not write the copy (a read-only store): build in memory only
+        log.warning("could not write the optimized graph of %s: %s", model_path, exc)
+        staging.unlink(missing_ok=True)
         options.optimized_model_filepath = ""
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return _session(ort, model_path, options), model_path
+    options.optimized_model_filepath = ""
     try:
         os.replace(staging, optimized)
         staged_stamp = folder / f".{STAMP}.{uuid.uuid4().hex}"

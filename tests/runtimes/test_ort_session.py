@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from runtimes import ort_session
 from runtimes.base import ThreadSettings
 from runtimes.onnx_encoder import OnnxEncoder
 from runtimes.ort_session import OPTIMIZED, STAMP
@@ -66,3 +68,16 @@ def test_a_copy_that_cannot_be_kept_still_serves(tmp_path: Path) -> None:
     assert np.array_equal(reference, embed(runtime))
     assert (folder / OPTIMIZED).is_dir() and not (folder / STAMP).exists()
     assert not list(folder.glob(".model.optimized*")), "the unkept copy must be removed"
+
+
+def test_a_copy_that_ort_cannot_write_still_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = build_tiny_encoder(SOURCES / "tiny-32-3", hidden=32, seed=3)
+    reference = embed(load(source, tmp_path / "first"))
+
+    class Unwritable:  # the staging name points into a folder that does not exist
+        hex = "missing-folder/copy"
+
+    monkeypatch.setattr(ort_session.uuid, "uuid4", Unwritable)
+    runtime = load(source, tmp_path / "second")
+    assert np.array_equal(reference, embed(runtime))
+    assert not (tmp_path / "second" / "onnx-feature-extraction" / OPTIMIZED).exists()
