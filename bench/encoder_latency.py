@@ -5,7 +5,8 @@
 The gateway runs as its own process (``taskgate serve`` on ephemeral loopback ports) with the
 same thread settings as the raw runtime. Each round measures raw, gRPC and REST back to back;
 the table shows medians over all calls and the median of the per-round overheads, so a noisy
-neighbour hits all three columns alike. Not a test: numbers go to stdout.
+neighbour hits all three columns alike. Not a test: numbers go to stdout. Runs on its own model
+store, bench/.stores/encoder_latency/ (bench/stores.py), never ./model-store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.stores import prepare_store, store_path  # noqa: E402
+
 MODEL = "all-MiniLM-L6-v2"
+STORE = store_path("encoder_latency")  # its own store, never ./model-store (bench/stores.py)
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank."  # 16 tokens
 
 
@@ -43,7 +48,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (both sides)")
-    parser.add_argument("--store", default=str(ROOT / "model-store"))
+    parser.add_argument("--store", type=Path, default=STORE, help="its own model store (not a user's)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,15 +56,13 @@ def main() -> None:
     import grpc
     import httpx
 
-    from gateway.defaults import write_default_manifests
     from gateway.store import ModelStore
     from gateway.wire import caikit_runtime_nlp_pb2 as nlp
     from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
     from runtimes.base import ThreadSettings
     from runtimes.onnx_encoder import OnnxEncoder
 
-    store = Path(args.store)
-    write_default_manifests(store)
+    store = prepare_store(args.store)
     manifest = ModelStore(store).manifest(MODEL)
     raw = OnnxEncoder(
         source=manifest.source,

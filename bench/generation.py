@@ -18,6 +18,8 @@ gateway's own runtime (ONNX Runtime by default) driven step by step in-process, 
 gateway / (b') isolates the serving overhead from the runtime's speed-up over torch. Every
 figure is the median of --repeats runs. Targets: 16 streams >= 6x (a) and >= 0.8x (b).
 Writes bench/results/generation.{md,json} (generation-partial.* for other --concurrency / --tokens).
+Runs on its own model store, bench/.stores/generation/ (bench/stores.py), never ./model-store: the
+GGUF conversion and the ONNX export made there on the first run are reused by later ones.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before torch loads, as in the ga
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.results_name import results_stem  # noqa: E402
+from bench.stores import prepare_store, store_path  # noqa: E402
 from bench.systems import process, wait_for_line  # noqa: E402
 from gateway.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+STORE = store_path("generation")  # its own store, never ./model-store
 QUESTIONS = [
     "Write a short story about a lighthouse keeper.",
     "Explain how a refrigerator works.",
@@ -86,11 +90,9 @@ def quantile(values: list[float], q: float) -> float:
 # -- in-process baselines -----------------------------------------------------------------
 def converted_folder(store: Path) -> Path:
     """The gateway's own converted HF folder for the model (converting the GGUF file once)."""
-    from gateway.defaults import write_default_manifests
     from gateway.store import ModelStore
     from runtimes.gguf_convert import TokenizerFixes, convert_cached
 
-    write_default_manifests(store)
     manifest = ModelStore(store).manifest(MODEL)
     return convert_cached(manifest.source, manifest.folder, TokenizerFixes.from_options(manifest.settings))
 
@@ -360,7 +362,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--store", type=Path, default=ROOT / "model-store", help="model store directory")
+    parser.add_argument("--store", type=Path, default=STORE, help="its own model store (not a user's)")
     parser.add_argument("--concurrency", default="1,4,16", help="concurrent streams, comma-separated")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per stream")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is kept")
@@ -369,6 +371,7 @@ def main() -> None:
     args = parser.parse_args()
     args.stem = results_stem("generation", parser, args, ("concurrency", "tokens"))
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    prepare_store(args.store)  # default manifests afresh (conversion and export kept)
 
     base = baselines(args)
     gc.collect()

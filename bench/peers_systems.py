@@ -38,12 +38,16 @@ class KServe:
     name = "kserve"
     threads = f"1 process, ORT intra-op {THREADS}, predict() on the event loop (KServe's default)"
 
+    def __init__(self, store: Path) -> None:
+        # the very ONNX export Taskgate serves, from the benchmark's own store (read only)
+        self.model_dir = store / MODEL / "onnx-feature-extraction"
+
     @contextlib.contextmanager
     def serve(self) -> Iterator[Running]:
         python = str(ROOT / "bench" / ".venv-kserve" / "bin" / "python")
         command = [
             python, str(PEERS / "kserve_server.py"), "--http-port", "18090", "--grpc-port", "18091",
-            "--threads", str(THREADS), "--latency-logging", "false",
+            "--threads", str(THREADS), "--latency-logging", "false", "--model-dir", str(self.model_dir),
         ]  # fmt: skip
         with process(command) as proc:
             match = wait_for_line(proc, r"gRPC (\S+)\s+HTTP (\S+)")
@@ -113,5 +117,6 @@ class Caikit:
                 await client.close()
 
 
-def peer_systems() -> list[object]:
-    return [KServe(), Caikit()]
+def peer_systems(store: Path) -> list[object]:
+    """The peers; KServe serves the MiniLM export in ``store`` (the benchmark's own)."""
+    return [KServe(store), Caikit()]

@@ -26,7 +26,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_DIR = ROOT / "model-store" / "all-MiniLM-L6-v2" / "onnx-feature-extraction"
+# read only, the first that holds model.onnx: the encoder benchmark's own store (bench/stores.py),
+# else the test suite's store
+DEFAULT_MODEL_DIR = (
+    ROOT / "bench" / ".stores" / "encoder_throughput" / "all-MiniLM-L6-v2" / "onnx-feature-extraction"
+)
 FALLBACK_MODEL_DIR = ROOT / ".cache" / "test-store" / "all-MiniLM-L6-v2" / "onnx-feature-extraction"
 HOST = "127.0.0.1"
 

@@ -44,16 +44,14 @@ def post_json(url: str, body: dict) -> dict:
 def reference() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from gateway.defaults import write_default_manifests
+    from bench.stores import prepare_store, store_path
     from gateway.store import ModelStore
     from runtimes.base import ThreadSettings
     from runtimes.onnx_encoder import OnnxEncoder
 
-    store = ROOT / "model-store"
-    if not (store / MODEL / "onnx-feature-extraction" / "model.onnx").is_file():
-        store = ROOT / ".cache" / "test-store"
-    if not (store / MODEL / "manifest.json").is_file():
-        write_default_manifests(store)
+    # the encoder benchmark's own store, whose export the KServe peer serves (bench/stores.py);
+    # loading writes ONNX Runtime's optimized graph beside the export, so never ./model-store
+    store = prepare_store(store_path("encoder_throughput"))
     manifest = ModelStore(store).manifest(MODEL)
     encoder = OnnxEncoder(
         source=manifest.source,

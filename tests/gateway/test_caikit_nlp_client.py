@@ -35,6 +35,9 @@ RUN_TIMEOUT_S = 300
 META = (("mm-model-id", SMOL),)
 PROMPT = "<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n"
 HEAVY = {"torch", "tensorflow", "jax", "caikit", "caikit-nlp", "transformers"}
+# the first test builds the client's venv, loads SmolLM2 (exporting it on a fresh clone) and runs
+# the client, each under its own limit
+pytestmark = pytest.mark.timeout(120 + INSTALL_TIMEOUT_S + 300 + RUN_TIMEOUT_S)
 
 
 def _clean_env() -> dict[str, str]:

@@ -17,6 +17,8 @@ from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 
 META = (("mm-model-id", SMOL),)
 PROMPT = "<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n"
+# whichever test asks first loads SmolLM2, converting and exporting it on a fresh clone
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +106,10 @@ def test_generation_errors(stub: nlp_grpc.NlpServiceStub) -> None:
 
 def test_max_time_ends_with_time_limit_and_partial_text(stub: nlp_grpc.NlpServiceStub) -> None:
     request = nlp.TextGenerationTaskRequest(text="Tell a long story.", max_new_tokens=500, max_time=0.5)
-    started = time.monotonic()
     result = stub.TextGenerationTaskPredict(request, metadata=META, timeout=300)
-    assert result.finish_reason == nlp_data.TIME_LIMIT and result.generated_tokens > 0
-    assert time.monotonic() - started < 10
+    # the time limit, not the token count, ended it, with the text generated so far
+    assert result.finish_reason == nlp_data.TIME_LIMIT
+    assert 0 < result.generated_tokens < 500 and result.generated_text
 
 
 def test_grpc_deadline_with_nothing_generated_is_deadline_exceeded(stub: nlp_grpc.NlpServiceStub) -> None:

@@ -7,7 +7,6 @@ hf-from-gguf``) and exported once beside it (``onnx-text-generation-with-past``)
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -57,9 +56,9 @@ def test_the_export_is_cached_beside_the_conversion(runtime: OnnxCausalLM) -> No
     stamp = json.loads((folder / FINGERPRINT).read_text())
     assert stamp["task"] == TASK
     before = (folder / "model.onnx").stat().st_mtime_ns
-    started = time.perf_counter()
+    inode = folder.stat().st_ino  # an export renames a new folder into place
     assert export_cached(SMOLLM_WORK / CONVERTED, SMOLLM_WORK, TASK) == folder
-    assert time.perf_counter() - started < 10  # hashing only, no export
+    assert folder.stat().st_ino == inode  # hashing only, no export
     assert (folder / "model.onnx").stat().st_mtime_ns == before
     # Optimum's Llama graph: explicit positions and one key and value per layer (30 layers)
     names = [i.name for i in runtime._session.get_inputs()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -47,9 +46,9 @@ def test_the_gguf_conversion_is_cached_with_its_fingerprint(runtime: TorchCausal
     assert stamp["source_name"] == smollm_gguf().name
     assert len(stamp["source_sha256"]) == 64
     before = (folder / "model.safetensors").stat().st_mtime_ns
-    started = time.perf_counter()
+    inode = folder.stat().st_ino  # a conversion renames a new folder into place
     assert convert_cached(smollm_gguf(), SMOLLM_WORK, TokenizerFixes(eos_token="<|im_end|>")) == folder
-    assert time.perf_counter() - started < 5  # hashing only, no conversion
+    assert folder.stat().st_ino == inode  # hashing only, no conversion
     assert (folder / "model.safetensors").stat().st_mtime_ns == before
 
 

@@ -137,11 +137,11 @@ async def test_max_time_ends_with_time_limit_and_the_partial_text(
     service: GenerationService, smollm: TorchCausalLM
 ) -> None:
     params = GenerationParams(max_new_tokens=200, min_new_tokens=200, max_time=0.6)
-    started = time.monotonic()
     out = await service.generate(CTX, smollm, "Tell me a story.", params)
+    # the time limit, not the token count, ended it: partial text, and its slot is already free
     assert out.finish_reason is FinishReason.TIME_LIMIT
     assert 0 < out.generated_tokens < 200 and out.generated_text
-    assert time.monotonic() - started < 3.0
+    assert service.scheduler(smollm).active_count == 0
 
 
 async def test_stopping_a_stream_or_cancelling_a_request_frees_its_slot(
