@@ -27,6 +27,7 @@ from typing import Any
 
 from runtimes.fingerprint import fingerprint
 from runtimes.onnx_export import FINGERPRINT
+from runtimes.progress import progress_step
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,21 @@ def convert_cached(gguf_file: Path, work_dir: Path, fixes: TokenizerFixes) -> Pa
     target = work_dir / CONVERTED
     expected = _expected(gguf_file, fixes)
     stamp = target / FINGERPRINT
+    why = "first load"
     if stamp.is_file() and (target / "config.json").is_file():
         try:
             if json.loads(stamp.read_text()) == expected:
                 return target
         except (OSError, ValueError):
             pass
-        log.info("GGUF source or converter changed; converting %s again", gguf_file)
+        why = "GGUF source or converter changed"
     work_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED}-", dir=work_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; the folder is as readable as the store
     try:
-        _convert(gguf_file, staging, fixes)
+        step = f"dequantizing {gguf_file.name} into a float32 Hugging Face folder"
+        with progress_step(log, step, why, imports=("transformers", "gguf")):
+            _convert(gguf_file, staging, fixes)
         (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
         old = work_dir / f".old-{CONVERTED}-{os.getpid()}"
         if target.exists():
@@ -110,7 +114,6 @@ def _convert(gguf_file: Path, output: Path, fixes: TokenizerFixes) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to a Hugging Face folder (dequantizing to float32)", gguf_file)
     folder, name = str(gguf_file.parent), gguf_file.name
     metadata = _gguf_metadata(gguf_file)
     vocabulary = metadata.get("tokenizer.ggml.tokens") or []

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from runtimes.fingerprint import fingerprint
+from runtimes.progress import progress_step
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,20 @@ def export_cached(source: Path, work_dir: Path, task: str) -> Path:
     target = work_dir / f"onnx-{task}"
     expected = _expected(source, task)
     stamp = target / FINGERPRINT
+    why = "first load"
     if stamp.is_file() and (target / "model.onnx").is_file():
         try:
             if json.loads(stamp.read_text()) == expected:
                 return target
         except (OSError, ValueError):
             pass
-        log.info("source or exporter changed; exporting %s again", source)
+        why = "source or exporter changed"
     work_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".onnx-{task}-", dir=work_dir))
     try:
-        _export(source, staging, task)
+        step = f"exporting {work_dir.name} to ONNX for {task}"
+        with progress_step(log, step, why, imports=("optimum.exporters.onnx",)):
+            _export(source, staging, task)
         (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
         old = work_dir / f".old-onnx-{task}-{os.getpid()}"
         if target.exists():
@@ -69,7 +73,6 @@ def export_cached(source: Path, work_dir: Path, task: str) -> Path:
 def _export(source: Path, output: Path, task: str) -> None:
     from optimum.exporters.onnx import main_export
 
-    log.info("exporting %s to ONNX (%s)", source, task)
     main_export(
         str(source),
         output=str(output),

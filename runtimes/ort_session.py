@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtimes.progress import progress_step
+
 log = logging.getLogger(__name__)
 
 OPTIMIZED = "model.optimized.onnx"
@@ -44,8 +46,10 @@ def create_session(model_path: Path, options: Any) -> tuple[Any, Path]:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     staging = folder / f".{OPTIMIZED}.{uuid.uuid4().hex}"
     options.optimized_model_filepath = str(staging)
+    why = "model or onnxruntime changed" if stamp.is_file() else "first load"
     try:
-        session = _session(ort, model_path, options)
+        with progress_step(log, f"optimizing the ONNX graph of {folder.parent.name}", why):
+            session = _session(ort, model_path, options)
     except Exception as exc:  # ORT could not write the copy (a read-only store): build in memory only
         log.warning("could not write the optimized graph of %s: %s", model_path, exc)
         staging.unlink(missing_ok=True)
