@@ -19,6 +19,8 @@ class ErrorKind(enum.Enum):
     INVALID_INPUT = "invalid_input"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     MODEL_NOT_FOUND = "model_not_found"
+    ROUTE_NOT_FOUND = "route_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     ALREADY_EXISTS = "already_exists"
     TASK_NOT_SUPPORTED = "task_not_supported"
     OVERLOADED = "overloaded"
@@ -39,6 +41,11 @@ WIRE: dict[ErrorKind, WireCode] = {
     ErrorKind.INVALID_INPUT: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 400),
     ErrorKind.PAYLOAD_TOO_LARGE: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 413),
     ErrorKind.MODEL_NOT_FOUND: WireCode(grpc.StatusCode.NOT_FOUND, 404),
+    # No such endpoint: an HTTP path nothing serves, or a gRPC method no service has (gRPC's own
+    # code for that is UNIMPLEMENTED, and clients rely on it: grpcurl falls back from reflection
+    # v1 to v1alpha on it). A known path with the wrong HTTP verb is 405; gRPC has no verbs.
+    ErrorKind.ROUTE_NOT_FOUND: WireCode(grpc.StatusCode.UNIMPLEMENTED, 404),
+    ErrorKind.METHOD_NOT_ALLOWED: WireCode(grpc.StatusCode.UNIMPLEMENTED, 405),
     ErrorKind.ALREADY_EXISTS: WireCode(grpc.StatusCode.ALREADY_EXISTS, 409),
     ErrorKind.TASK_NOT_SUPPORTED: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 400),
     ErrorKind.OVERLOADED: WireCode(grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
@@ -80,6 +87,14 @@ class ModelNotFound(TaskgateError):
     kind = ErrorKind.MODEL_NOT_FOUND
 
 
+class RouteNotFound(TaskgateError):
+    kind = ErrorKind.ROUTE_NOT_FOUND
+
+
+class MethodNotAllowed(TaskgateError):
+    kind = ErrorKind.METHOD_NOT_ALLOWED
+
+
 class AlreadyExists(TaskgateError):
     kind = ErrorKind.ALREADY_EXISTS
 
@@ -116,6 +131,8 @@ ERROR_CLASSES: dict[ErrorKind, type[TaskgateError]] = {
         InvalidInput,
         PayloadTooLarge,
         ModelNotFound,
+        RouteNotFound,
+        MethodNotAllowed,
         AlreadyExists,
         TaskNotSupported,
         Overloaded,

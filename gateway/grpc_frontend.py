@@ -22,6 +22,7 @@ from gateway.core import RequestContext, TaskService
 from gateway.errors import TaskgateError, internal
 from gateway.generation.params import GenerationParams
 from gateway.grpc_common import MODEL_ID_KEY, Context, abort, metadata, request_context, task_rpc
+from gateway.grpc_guard import DEPLOY_METHOD, RequestGuard
 from gateway.grpc_management import (
     CaikitModelManagementServicer,
     ModelControlServicer,
@@ -216,12 +217,17 @@ async def start_grpc(
     core: TaskService, management: ModelManagement, settings: ServerSettings, registry: RegistrySettings
 ) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server; returns it and the bound port (useful when the port is 0)."""
+    largest = max(settings.max_request_bytes, settings.max_deploy_bytes)
+    guard = RequestGuard(settings.max_request_bytes, {DEPLOY_METHOD: settings.max_deploy_bytes})
     server = grpc.aio.server(
+        interceptors=[guard],  # per-method limits below this server-wide one (deploys carry files)
         options=[
-            # deploys carry model files; task requests are bounded by the input limits as well
-            ("grpc.max_receive_message_length", max(settings.max_request_bytes, settings.max_deploy_bytes)),
+            ("grpc.max_receive_message_length", largest),
+            # Responses may be larger than their request (rerank echoes the documents for every
+            # query; HTTP serves those too), so they get the largest bound, not the task one.
+            ("grpc.max_send_message_length", largest),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     nlp_grpc.add_NlpServiceServicer_to_server(NlpServicer(core), server)
     caikit_runtime_info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(core), server)

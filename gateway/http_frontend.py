@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
@@ -21,7 +23,9 @@ from gateway.core import RequestContext, TaskService
 from gateway.errors import (
     Cancelled,
     InvalidInput,
+    MethodNotAllowed,
     PayloadTooLarge,
+    RouteNotFound,
     TaskgateError,
     internal,
     new_request_id,
@@ -43,7 +47,9 @@ T = TypeVar("T")
 
 
 def _error_body(exc: TaskgateError, request_id: str) -> Json:
-    return {"details": exc.message, "code": exc.wire.http, "id": request_id}
+    # a message may quote the client's input; a lone surrogate in it would fail the JSON encoding
+    details = exc.message.encode("utf-8", "backslashreplace").decode()
+    return {"details": details, "code": exc.wire.http, "id": request_id}
 
 
 def error_response(exc: TaskgateError, request_id: str) -> JSONResponse:
@@ -109,9 +115,26 @@ def _deadline(request: Request) -> float | None:
         timeout_ms = float(raw)
     except ValueError:
         raise InvalidInput(f"{TIMEOUT_HEADER} must be a number of milliseconds, got {raw!r}") from None
+    if not math.isfinite(timeout_ms):  # NaN compared false everywhere: the request waited forever
+        raise InvalidInput(f"{TIMEOUT_HEADER} must be a finite number of milliseconds, got {raw!r}")
     if timeout_ms < 0:
         raise InvalidInput(f"{TIMEOUT_HEADER} must not be negative, got {raw!r}")
     return time.monotonic() + timeout_ms / 1000.0
+
+
+def routing_error(request: Request, status: int, detail: object = None) -> TaskgateError:
+    """Starlette's and FastAPI's own refusals as errors of the one table."""
+    path = request.url.path if len(request.url.path) <= 200 else request.url.path[:200] + "..."
+    if status == 404:
+        return RouteNotFound(f"no route {path!r}")
+    if status == 405:
+        return MethodNotAllowed(f"method {request.method} is not allowed on {path!r}")
+    message = detail if isinstance(detail, str) else f"invalid request to {path!r}"
+    if status == 413:
+        return PayloadTooLarge(message)
+    if 400 <= status < 500:  # e.g. FastAPI's "There was an error parsing the body" (JSON nested too deep)
+        return InvalidInput(message)
+    return internal(_request_id(request))
 
 
 class BodyLimit:
@@ -166,6 +189,14 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
     @app.exception_handler(TaskgateError)
     async def on_taskgate_error(request: Request, exc: TaskgateError) -> JSONResponse:
         return error_response(exc, _request_id(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_routing(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The router's own refusals (unknown path, wrong verb) in the table's body, not FastAPI's."""
+        error = routing_error(request, exc.status_code, exc.detail)
+        response = error_response(error, _request_id(request))
+        response.headers.update(exc.headers or {})  # 405 names the allowed verbs in Allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -60,6 +60,9 @@ def _parameter(node: Json, components: Json) -> Json:
     target = _resolve(_non_null(node), components)
     fields = {name: _plain(prop, components) for name, prop in target.get("properties", {}).items()}
     inner: Json = {"type": "object", "properties": fields}
+    for key in ("required", "additionalProperties"):  # what the server enforces, said
+        if key in target:
+            inner[key] = target[key]
     if target.get("description"):
         inner["description"] = target["description"]
     return {"allOf": [inner]}  # exactly one key: caikit-nlp-client asserts it

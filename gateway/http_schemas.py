@@ -9,11 +9,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """JSON may escape half of a UTF-16 pair (``"\\ud800"``); Python then holds a string that is
+    not Unicode text, which tokenizers, file names and the JSON answer itself cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(item) for item in value)
+    return False
+
+
+class _Body(_Strict):
+    """A whole request body: refused at once if any string in it is not valid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_only(cls, data: Any) -> Any:
+        if _lone_surrogate(data):
+            raise ValueError("strings must be valid Unicode: the body escapes a lone UTF-16 surrogate")
+        return data
 
 
 class NoParameters(_Strict):
@@ -42,7 +69,7 @@ class RerankTasksParameters(TruncateParameters):
     return_text: bool | None = Field(None, description="include each document's text (default true)")
 
 
-class _TaskRequest(_Strict):
+class _TaskRequest(_Body):
     model_id: str = Field(..., description="the model to run, as listed by /info/models")
 
 
@@ -76,9 +103,24 @@ class SimilarityTasksRequest(_TaskRequest):
     parameters: TruncateParameters = TruncateParameters()
 
 
+# The server reads each document's "text" and echoes the other keys: the schema says so.
+_DOCUMENTS = Field(
+    ...,
+    description="objects with a 'text' field",
+    json_schema_extra={
+        "items": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+            "additionalProperties": True,
+        }
+    },
+)
+
+
 class RerankInputs(_Strict):
     query: str
-    documents: list[dict[str, Any]] = Field(..., description="objects with a 'text' field")
+    documents: list[dict[str, Any]] = _DOCUMENTS
 
 
 class RerankRequest(_TaskRequest):
@@ -88,7 +130,7 @@ class RerankRequest(_TaskRequest):
 
 class RerankTasksInputs(_Strict):
     queries: list[str]
-    documents: list[dict[str, Any]] = Field(..., description="objects with a 'text' field")
+    documents: list[dict[str, Any]] = _DOCUMENTS
 
 
 class RerankTasksRequest(_TaskRequest):
@@ -101,7 +143,7 @@ class TextRequest(_TaskRequest):
     parameters: NoParameters = NoParameters()
 
 
-class BatchingUpdate(_Strict):
+class BatchingUpdate(_Body):
     """Fields left out keep their current value."""
 
     max_batch_size: int | None = Field(None, description="most rows in one model batch")
@@ -115,14 +157,14 @@ class DeployFile(_Strict):
     type: str | None = None
 
 
-class DeployRequest(_Strict):
+class DeployRequest(_Body):
     """Caikit's POST /management/models body."""
 
     model_id: str
     model_files: list[DeployFile]
 
 
-class PinUpdate(_Strict):
+class PinUpdate(_Body):
     pinned: bool
 
 

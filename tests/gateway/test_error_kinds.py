@@ -29,6 +29,8 @@ class Case:
     texts: list[str]
     timeout_ms: float | None = None
     deploy: bool = False  # call Caikit's DeployModel instead of a task
+    http_route: tuple[str, str] | None = None  # (verb, path) to call instead of a task
+    grpc_method: str | None = None  # a method path to call instead of a task
 
 
 LONG = "word " * 300
@@ -36,6 +38,13 @@ CASES: dict[ErrorKind, Case] = {
     ErrorKind.INVALID_INPUT: Case(MINILM, [""]),
     ErrorKind.PAYLOAD_TOO_LARGE: Case(MINILM, ["x"] * (TEST_LIMITS.max_inputs + 1)),
     ErrorKind.MODEL_NOT_FOUND: Case("no-such-model", ["x"]),
+    ErrorKind.ROUTE_NOT_FOUND: Case(
+        MINILM,
+        ["x"],
+        http_route=("POST", "/api/v1/task/no-such-task"),
+        grpc_method="/caikit.runtime.Nlp.NlpService/NoSuchTaskPredict",
+    ),
+    ErrorKind.METHOD_NOT_ALLOWED: Case(MINILM, ["x"], http_route=("GET", "/api/v1/task/embedding-tasks")),
     ErrorKind.ALREADY_EXISTS: Case(MINILM, ["x"], deploy=True),
     ErrorKind.TASK_NOT_SUPPORTED: Case(CLASSIFIER, ["x"]),
     ErrorKind.DEADLINE_EXCEEDED: Case(MINILM, ["x"], timeout_ms=0),
@@ -44,6 +53,8 @@ CASES: dict[ErrorKind, Case] = {
 }
 # OVERLOADED needs concurrency (its own test below); CANCELLED has no reply: the client left.
 UNREACHABLE_BY_ONE_REQUEST = {ErrorKind.OVERLOADED, ErrorKind.CANCELLED}
+# gRPC has no verbs (an unknown method is ROUTE_NOT_FOUND there): a wrong verb is HTTP's alone.
+HTTP_ONLY = {ErrorKind.METHOD_NOT_ALLOWED}
 
 
 def test_cases_cover_every_kind() -> None:
@@ -51,6 +62,9 @@ def test_cases_cover_every_kind() -> None:
 
 
 def _http_call(http: httpx.Client, case: Case) -> httpx.Response:
+    if case.http_route is not None:
+        verb, path = case.http_route
+        return http.request(verb, path, json={"model_id": case.model, "inputs": case.texts})
     if case.deploy:
         files = [{"filename": "config.json", "data": base64.b64encode(b"{}").decode()}]
         return http.post("/management/models", json={"model_id": case.model, "model_files": files})
@@ -71,7 +85,7 @@ def test_http(http: httpx.Client, kind: ErrorKind) -> None:
         assert body["id"] in body["details"]
 
 
-@pytest.mark.parametrize("kind", list(CASES), ids=lambda k: k.value)
+@pytest.mark.parametrize("kind", [k for k in CASES if k not in HTTP_ONLY], ids=lambda k: k.value)
 def test_grpc(channel: grpc.Channel, kind: ErrorKind) -> None:
     case = CASES[kind]
     stub = nlp_grpc.NlpServiceStub(channel)
@@ -79,7 +93,11 @@ def test_grpc(channel: grpc.Channel, kind: ErrorKind) -> None:
     # DEADLINE_EXCEEDED; the server-side refusal before the model runs is tested in test_core.
     timeout = None if case.timeout_ms is None else 0.001
     with pytest.raises(grpc.RpcError) as err:
-        if case.deploy:
+        if case.grpc_method is not None:
+            request = nlp.EmbeddingTasksRequest(texts=case.texts).SerializeToString()
+            call = channel.unary_unary(case.grpc_method)  # bytes in, bytes out
+            call(request, metadata=(("mm-model-id", case.model),))
+        elif case.deploy:
             files = [common_file_pb2.File(filename="config.json", data=b"{}")]
             request = caikit_models_pb2.DeployModelRequest(model_id=case.model, model_files=files)
             caikit_models_grpc.ModelManagementStub(channel).DeployModel(request)

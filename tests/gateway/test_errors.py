@@ -23,6 +23,7 @@ def test_the_table_agrees_between_grpc_and_http() -> None:
         grpc.StatusCode.UNAVAILABLE: {503},
         grpc.StatusCode.CANCELLED: {499},
         grpc.StatusCode.INTERNAL: {500},
+        grpc.StatusCode.UNIMPLEMENTED: {404, 405},  # no such route / method; a wrong HTTP verb
     }
     for code in WIRE.values():
         assert code.http in expected[code.grpc]

@@ -107,3 +107,81 @@ def test_openapi_describes_routes_and_parameters(http: httpx.Client) -> None:
     assert {"top_n", "truncate_input_tokens", "return_documents", "return_query", "return_text"} <= set(
         rerank
     )
+
+
+# -- hostile requests (found by tests/fuzz): answers from the error table, never a 5xx ----------
+
+
+def _table_error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"details", "code", "id"} and body["code"] == status
+    return str(body["details"])
+
+
+def test_unknown_routes_and_wrong_verbs_answer_the_table(http: httpx.Client) -> None:
+    assert "/api/v1/task/nope" in _table_error(http.post("/api/v1/task/nope", json={}), 404)
+    assert _table_error(http.get("/no/such/thing"), 404)
+    wrong = http.get("/api/v1/task/embedding")
+    assert "GET" in _table_error(wrong, 405)
+    assert wrong.headers["allow"] == "POST"
+    assert _table_error(http.delete("/health"), 405)
+
+
+@pytest.mark.parametrize(
+    ("task", "body"),
+    [
+        ("embedding", '{"model_id": "MODEL", "inputs": "a\\ud800b"}'),
+        ("tokenization", '{"model_id": "MODEL", "inputs": "\\udfff"}'),
+        (
+            "rerank",
+            '{"model_id": "MODEL", "inputs": {"query": "q", "documents": [{"text": "t", "\\ud83d": 1}]}}',
+        ),
+        (
+            "text-generation",
+            '{"model_id": "MODEL", "inputs": "x", "parameters": {"stop_sequences": ["\\udc00"]}}',
+        ),
+    ],
+)
+def test_lone_surrogates_are_invalid_input(http: httpx.Client, task: str, body: str) -> None:
+    """JSON can escape half a UTF-16 pair; that is no text: it was a 500 (tokenizers, the JSON
+    answer and file names cannot encode it)."""
+    response = http.post(
+        f"/api/v1/task/{task}",
+        content=body.replace("MODEL", MINILM),
+        headers={"content-type": "application/json"},
+    )
+    assert "surrogate" in _table_error(response, 400)
+    paired = '{"model_id": "MODEL", "inputs": "\\ud83d\\ude00"}'.replace("MODEL", MINILM)  # a pair is fine
+    ok = http.post("/api/v1/task/tokenization", content=paired, headers={"content-type": "application/json"})
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "1e999"])
+def test_timeout_header_must_be_finite(http: httpx.Client, timeout: str) -> None:
+    """A NaN deadline compared false everywhere: it came back as 503 'still loading'."""
+    response = http.post(
+        "/api/v1/task/tokenization",
+        json={"model_id": MINILM, "inputs": "x"},
+        headers={"x-request-timeout-ms": timeout},
+    )
+    assert "x-request-timeout-ms" in _table_error(response, 400)
+
+
+def test_json_nested_too_deep_is_invalid_input(http: httpx.Client) -> None:
+    deep = '{"model_id": "' + MINILM + '", "inputs": ' + "[" * 20000 + "]" * 20000 + "}"
+    response = http.post("/api/v1/task/embedding", content=deep, headers={"content-type": "application/json"})
+    assert "parsing the body" in _table_error(response, 400)
+
+
+def test_openapi_says_what_the_server_enforces(http: httpx.Client) -> None:
+    """Unknown parameters and missing inputs are refused: the schema says so (schemathesis's valid
+    requests were all refused before)."""
+    spec = http.get("/openapi.json").json()
+    request = spec["paths"]["/api/v1/task/rerank"]["post"]["requestBody"]["content"]["application/json"]
+    properties = request["schema"]["properties"]
+    (parameters,) = properties["parameters"]["allOf"]
+    assert parameters["additionalProperties"] is False
+    (inputs,) = properties["inputs"]["allOf"]
+    assert inputs["required"] == ["query", "documents"] and inputs["additionalProperties"] is False
+    assert inputs["properties"]["documents"]["items"]["required"] == ["text"]
