@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import uvicorn
@@ -14,12 +15,13 @@ import uvicorn
 from gateway.core import TaskService
 from gateway.grpc_frontend import start_grpc
 from gateway.http_frontend import create_app
+from gateway.loop_lag import watch_loop_lag
 from gateway.management import ModelManagement
 from gateway.memory import limit_arenas
 from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
-from gateway.store import ModelStore
+from gateway.store import ModelStore, prepare_store
 from gateway.store_watch import watch_store
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,11 @@ class Gateway:
             ModelStore(settings.model_store), settings.runtime, settings.registry, self.metrics
         )
         self.core = TaskService(self.registry, settings.limits, settings.runtime, self.metrics)
-        self.management = ModelManagement(self.registry)
+        models_dir = settings.server.modelmesh_models_dir
+        self.management = ModelManagement(self.registry, Path(models_dir) if models_dir else None)
         self._watch_stop = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -62,6 +66,8 @@ class Gateway:
         budgeted = self.settings.registry
         if budgeted.memory_budget_bytes and budgeted.malloc_arenas:
             limit_arenas(budgeted.malloc_arenas)  # before model threads exist: freed memory is reused
+        await asyncio.to_thread(prepare_store, self.registry.store)
+        self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
@@ -95,7 +101,8 @@ class Gateway:
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
         self._watch_stop.set()
-        if self._watch_task is not None:
-            await self._watch_task
+        for task in (self._watch_task, self._lag_task):
+            if task is not None:
+                await task
         await self.core.close()
         await self.registry.unload_all()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -28,9 +29,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from gateway.errors import DeadlineExceeded, InvalidInput, Overloaded
+from gateway.errors import DeadlineExceeded, InternalError, InvalidInput, Overloaded, Unavailable
 from gateway.metrics import Metrics
 
+log = logging.getLogger(__name__)
 RowT = TypeVar("RowT")
 OutT = TypeVar("OutT")
 
@@ -54,13 +56,22 @@ class BatchSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> BatchSettings:
+        """Settings from a manifest or a management request, type-checked here (a float or a
+        string batch size is refused when it is written, not when a batch forms)."""
         unknown = set(values) - {"max_batch_size", "max_queue_delay_ms", "max_queue_rows"}
         if unknown:
-            raise InvalidInput(f"unknown batching settings: {', '.join(sorted(unknown))}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise InvalidInput(f"invalid batching settings: {exc}") from None
+            raise InvalidInput(f"unknown batching settings: {', '.join(sorted(map(str, unknown)))}")
+        for name in ("max_batch_size", "max_queue_rows"):
+            value = values.get(name, 1)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidInput(f"batching setting {name} must be an integer, got {value!r}")
+        delay = values.get("max_queue_delay_ms", 0.0)
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay != delay:
+            raise InvalidInput(f"batching setting max_queue_delay_ms must be a number, got {delay!r}")
+        checked = dict(values)
+        if "max_queue_delay_ms" in values:
+            checked["max_queue_delay_ms"] = float(delay)
+        return cls(**checked)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -135,31 +146,45 @@ class DynamicBatcher(Generic[RowT, OutT]):
             for future in futures:  # on error or cancellation the remaining rows are dropped
                 future.cancel()
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "") -> None:
+        """Stop dispatching; queued rows fail UNAVAILABLE (with ``reason``); running batches end."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        for queue in self._buckets.values():
-            for pending in queue:
-                pending.future.cancel()
-        self._buckets.clear()
-        self._queued = 0
+        self._fail_queued(
+            Unavailable(reason or f"model {self.name!r} was unloaded; retry", retry_after_s=1.0)
+        )
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
+    def _fail_queued(self, error: Exception) -> None:
+        for queue in self._buckets.values():
+            for pending in queue:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        self._buckets.clear()
+        self._queued = 0
+        self._metrics.queue_rows.labels(self.name).set(0)
+
     # -- dispatch ------------------------------------------------------------------------
     async def _dispatch_forever(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                batch = await self._next_batch()
-            except BaseException:
-                self._slots.release()
-                raise
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        """Dispatch until cancelled. If dispatching itself fails (a bug, never a bad row), the
+        rows waiting now fail at once instead of hanging, and the next submit starts afresh."""
+        try:
+            while True:
+                await self._slots.acquire()
+                try:
+                    batch = await self._next_batch()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                task = asyncio.get_running_loop().create_task(self._execute(batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        except Exception:
+            log.exception("batcher of model %s failed; failing its queued rows", self.name)
+            self._fail_queued(InternalError(f"the batcher of model {self.name!r} failed; retry"))
 
     async def _next_batch(self) -> list[_Pending[RowT, OutT]]:
         while True:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
@@ -78,27 +79,27 @@ class TaskService:
         self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._inflight: dict[str, int] = {}
         self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
-        self._closing: set[asyncio.Future[None]] = set()
         self.generation = GenerationService()
-        registry.on_unload(self._drop_batcher)
-        registry.on_unload(lambda model: self.generation.release(model.runtime))
+        registry.on_unload(self._release)
 
     async def close(self) -> None:
         for _, batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
-        self.generation.close()
+        await asyncio.to_thread(self.generation.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._prep_executor.shutdown(wait=False, cancel_futures=True)
 
-    def _drop_batcher(self, model: LoadedModel) -> None:
-        """An unloaded model's batcher goes with it (it has no rows: the model was idle)."""
+    async def _release(self, model: LoadedModel) -> None:
+        """Before a drained model unloads: its batcher and scheduler go. Requests still there
+        (the drain timed out) end UNAVAILABLE; running batches finish first. The scheduler
+        thread is joined off the event loop."""
+        reason = f"model {model.model_id!r} was unloaded while the request waited; retry"
         entry = self._batchers.get(model.model_id)
         if entry is not None and entry[0] is model:
             del self._batchers[model.model_id]
-            closing = asyncio.ensure_future(entry[1].close())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            await entry[1].close(reason)
+        await self.generation.release(model.runtime)
 
     # -- batching settings (management) --------------------------------------------------
     async def batching(self, model_id: str) -> BatchSettings:
@@ -108,14 +109,16 @@ class TaskService:
             return entry[1].settings
         return _batch_settings(model)
 
-    async def set_batching(self, model_id: str, values: dict[str, Any]) -> BatchSettings:
-        """Validate, apply to the live batcher, and persist in the model's manifest."""
+    async def set_batching(self, model_id: str, values: dict[str, Any], *, persist: bool) -> BatchSettings:
+        """Validate and apply to the live batcher; with ``persist`` also write it into the model's
+        manifest (it then survives a reload and a restart), else it lasts while the model is loaded."""
         current = (await self.batching(model_id)).as_dict()
         settings = BatchSettings.from_mapping({**current, **values})
+        if persist:
+            await asyncio.to_thread(self.registry.update_settings, model_id, {"batching": settings.as_dict()})
         entry = self._batchers.get(model_id)
         if entry is not None:
             entry[1].update(settings)
-        await asyncio.to_thread(self.registry.update_settings, model_id, {"batching": settings.as_dict()})
         return settings
 
     # -- tasks ---------------------------------------------------------------------------
@@ -202,7 +205,8 @@ class TaskService:
     async def generate(
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
     ) -> GenerationOutput:
-        self._check_texts([text], "text")
+        self._check_generation(text, params)
+        ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
         async with self._model(ctx, model_id, Task.TEXT_GENERATION) as model:
             return await self.generation.generate(ctx, model, text, params)
 
@@ -210,9 +214,10 @@ class TaskService:
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream chunks; the model stays in use (not evictable) until the stream ends."""
-        self._check_texts([text], "text")
+        self._check_generation(text, params)
+        ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
         async with self._model(ctx, model_id, Task.TEXT_GENERATION) as model:
-            stream = self.generation.stream(ctx, model, text, params)
+            stream = await self.generation.stream(ctx, model, text, params)
             try:
                 async for chunk in stream:
                     yield chunk
@@ -234,7 +239,18 @@ class TaskService:
         try:
             yield
         finally:
-            self._inflight[model_id] -= 1
+            if count:
+                self._inflight[model_id] = count
+            else:  # no entry for an idle model: the map holds only models with work
+                del self._inflight[model_id]
+
+    def _check_generation(self, text: str, params: GenerationParams) -> None:
+        self._check_texts([text], "text")
+        cap = self._limits.max_new_tokens
+        if params.max_new_tokens > cap:
+            raise InvalidInput(
+                f"max_new_tokens {params.max_new_tokens} is more than this server allows ({cap})"
+            )
 
     def _check_texts(self, texts: Sequence[str], name: str) -> None:
         if len(texts) == 0:
@@ -295,7 +311,8 @@ class TaskService:
     ) -> tuple[np.ndarray, int]:
         """Tokenize into rows, run them through the model's batcher, merge back in order."""
         deadline = self._deadline(ctx)
-        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+        small = sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS
+        if small and encoder.tokenizer_ready(limit):  # a new limit builds a tokenizer: not on the loop
             rows = encoder.tokenize_rows(texts, limit)
         else:
             loop = asyncio.get_running_loop()

@@ -3,7 +3,6 @@ mmesh.ModelRuntime SPI. Thin: convert, call gateway.management, convert back."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -11,7 +10,7 @@ from gateway import __version__
 from gateway.core import RequestContext, TaskService
 from gateway.grpc_common import rpc
 from gateway.info import model_info
-from gateway.management import ModelFile, ModelManagement, path_size
+from gateway.management import ModelFile, ModelManagement
 from gateway.registry import ModelStatus
 from gateway.wire import caikit_data_model_common_runtime_pb2 as info_pb2
 from gateway.wire import caikit_data_model_runtime_models_pb2 as caikit_models_pb2
@@ -67,11 +66,12 @@ class ModelControlServicer(control_grpc.ModelControlServicer):
 
     @rpc
     async def ListModels(self, request: Any, ctx: RequestContext) -> control_pb2.ListModelsResponse:
-        return control_pb2.ListModelsResponse(models=[status_message(s) for s in self._management.list()])
+        statuses = await self._management.list()
+        return control_pb2.ListModelsResponse(models=[status_message(s) for s in statuses])
 
     @rpc
     async def GetModel(self, request: Any, ctx: RequestContext) -> control_pb2.ModelStatus:
-        return status_message(self._management.status(request.model_id))
+        return status_message(await self._management.status(request.model_id))
 
     @rpc
     async def LoadModel(self, request: Any, ctx: RequestContext) -> control_pb2.ModelStatus:
@@ -83,7 +83,7 @@ class ModelControlServicer(control_grpc.ModelControlServicer):
 
     @rpc
     async def PinModel(self, request: Any, ctx: RequestContext) -> control_pb2.ModelStatus:
-        return status_message(self._management.pin(request.model_id, request.pinned))
+        return status_message(await self._management.pin(request.model_id, request.pinned))
 
     @rpc
     async def GetBatching(self, request: Any, ctx: RequestContext) -> control_pb2.BatchingSettings:
@@ -93,8 +93,8 @@ class ModelControlServicer(control_grpc.ModelControlServicer):
     async def UpdateBatching(self, request: Any, ctx: RequestContext) -> control_pb2.BatchingSettings:
         fields = ("max_batch_size", "max_queue_delay_ms", "max_queue_rows")
         values = {name: getattr(request, name) for name in fields if request.HasField(name)}
-        settings = await self._core.set_batching(request.model_id, values)
-        return control_pb2.BatchingSettings(**settings.as_dict())
+        settings = await self._core.set_batching(request.model_id, values, persist=request.persist)
+        return control_pb2.BatchingSettings(**settings.as_dict(), persisted=request.persist)
 
 
 class ModelMeshRuntimeServicer(mmesh_grpc.ModelRuntimeServicer):
@@ -131,12 +131,13 @@ class ModelMeshRuntimeServicer(mmesh_grpc.ModelRuntimeServicer):
 
     @rpc
     async def predictModelSize(self, request: Any, ctx: RequestContext) -> mmesh_pb2.PredictModelSizeResponse:
-        size = await asyncio.to_thread(path_size, request.modelPath)
+        size = await self._management.predict_size(request.modelPath)
         return mmesh_pb2.PredictModelSizeResponse(sizeInBytes=size)
 
     @rpc
     async def modelSize(self, request: Any, ctx: RequestContext) -> mmesh_pb2.ModelSizeResponse:
-        return mmesh_pb2.ModelSizeResponse(sizeInBytes=self._management.status(request.modelId).size_bytes)
+        status = await self._management.status(request.modelId)
+        return mmesh_pb2.ModelSizeResponse(sizeInBytes=status.size_bytes)
 
 
 def _half_of_memory() -> int:

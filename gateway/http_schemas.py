@@ -144,11 +144,18 @@ class TextRequest(_TaskRequest):
 
 
 class BatchingUpdate(_Body):
-    """Fields left out keep their current value."""
+    """Fields left out keep their current value. Types are strict: "8" or 8.0 is not a batch size."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_batch_size: int | None = Field(None, description="most rows in one model batch")
     max_queue_delay_ms: float | None = Field(None, description="how long a partial batch may wait for rows")
     max_queue_rows: int | None = Field(None, description="rows that may wait; beyond, requests get 429")
+    persist: bool = Field(
+        False,
+        description="also write the settings into the model's manifest (they survive reloads and "
+        "restarts); false: they last while the model stays loaded",
+    )
 
 
 class DeployFile(_Strict):

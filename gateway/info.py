@@ -32,7 +32,7 @@ def model_info(status: ModelStatus) -> dict[str, Any]:
     if status.reason:
         metadata["reason"] = status.reason
     return {
-        "model_path": status.source,
+        "model_path": status.folder,
         "name": status.model_id,
         "size": status.size_bytes or status.estimated_size_bytes,
         "loaded": status.state == "LOADED",
@@ -41,6 +41,6 @@ def model_info(status: ModelStatus) -> dict[str, Any]:
     }
 
 
-def models_info(registry: ModelRegistry) -> list[dict[str, Any]]:
+async def models_info(registry: ModelRegistry) -> list[dict[str, Any]]:
     """One entry per model in the store, in the shape of Caikit's ModelInfo."""
-    return [model_info(status) for status in registry.status()]
+    return [model_info(status) for status in await registry.status()]

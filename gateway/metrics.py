@@ -7,9 +7,14 @@ multi-model endpoint and ModelMesh metrics are the reference).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+DROP_REASONS = ("shed", "expired", "cancelled")
 MODEL = ["model"]
 
 
@@ -51,6 +56,34 @@ class Metrics:
         self.loaded_bytes = Gauge(
             "taskgate_models_loaded_bytes", "Bytes held by loaded models", registry=registry
         )
+        self.loop_lag = Histogram(
+            "taskgate_event_loop_lag_seconds",
+            "How late the event loop woke a timer (time it could not serve requests)",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.loop_lag_max = Gauge(
+            "taskgate_event_loop_lag_max_seconds", "Largest event-loop lag seen", registry=registry
+        )
+        # every series labelled by model, with its other labels' possible values
+        self._per_model: list[tuple[Any, list[tuple[str, ...]]]] = [
+            (self.batch_size, [()]),
+            (self.batch_seconds, [()]),
+            (self.queue_rows, [()]),
+            (self.rows_dropped, [(reason,) for reason in DROP_REASONS]),
+            (self.rows_failed, [()]),
+            (self.cache, [("hit",), ("miss",)]),
+            (self.load_wait, [()]),
+            (self.load_seconds, [()]),
+            (self.unload_seconds, [()]),
+        ]
+
+    def forget_model(self, model_id: str) -> None:
+        """Remove every series of a model that left the store (label values stay bounded)."""
+        for metric, extras in self._per_model:
+            for extra in extras:
+                with contextlib.suppress(KeyError):
+                    metric.remove(model_id, *extra)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

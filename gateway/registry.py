@@ -9,6 +9,11 @@
 - A failed load marks the model FAILED with its reason and is retried only after an
   exponential back-off; it never disturbs the other models.
 - ``use()`` brackets a request: the model cannot be evicted while it is in use.
+- Unloading (undeploy, a folder leaving the store, ModelMesh's unloadModel) drains: the model
+  takes no new requests, the ones in flight finish (up to ``drain_timeout_s``; after that they
+  end UNAVAILABLE), and only then does the runtime go.
+- Per-model state and metric series exist only for models in the store: a request naming an
+  unknown id is NOT_FOUND before anything is recorded, and ``forget()`` drops a removed model's.
 """
 
 from __future__ import annotations
@@ -18,16 +23,16 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.batcher import BatchSettings
 from gateway.errors import InvalidInput, ModelNotFound, TaskgateError, Unavailable
 from gateway.memory import SizeMeter, trim_heap
 from gateway.metrics import Metrics
+from gateway.model_settings import check_settings
 from gateway.settings import RegistrySettings
-from gateway.store import ManifestError, ModelManifest, ModelStore
+from gateway.store import ManifestError, ModelManifest, ModelStore, validate_model_id
 from gateway.tasks import Task
 from runtimes.base import EncoderRuntime, Runtime, ThreadSettings
 from runtimes.catalog import factory_for
@@ -46,6 +51,7 @@ class LoadedModel:
     hits: int = 0
     inflight: int = 0
     last_used: float = field(default_factory=time.time)
+    idle: asyncio.Event | None = None  # set when the last request leaves a draining model
 
     @property
     def model_id(self) -> str:
@@ -68,6 +74,7 @@ class ModelStatus:
     last_used: float
     load_seconds: float
     reason: str = ""
+    folder: str = ""  # the model's folder in the store (Caikit's model_path)
 
 
 @dataclass
@@ -96,7 +103,7 @@ class ModelRegistry:
         self._misses: dict[str, int] = {}
         self._pins: set[str] = set()
         self._load_slots: asyncio.Semaphore | None = None
-        self._unload_listeners: list[Callable[[LoadedModel], None]] = []
+        self._unload_listeners: list[Callable[[LoadedModel], Awaitable[None]]] = []
         self._meter = SizeMeter()
         self._running = 0  # requests inside use(), all models
         self._started = 0
@@ -120,16 +127,19 @@ class ModelRegistry:
             model.last_used = time.time()
             if not model.inflight:
                 self._room_freed.set()  # a load waiting for room may evict it now
+                if model.idle is not None:
+                    model.idle.set()  # an unload is draining it
 
     async def get(self, model_id: str, deadline: float | None = None) -> LoadedModel:
         model = self._loaded.get(model_id)
         if model is not None:
             self._metrics.cache.labels(model_id, "hit").inc()
         else:
+            started = time.monotonic()
+            pending = self._loading.get(model_id) or self._start_load(model_id)  # NOT_FOUND first
             self._metrics.cache.labels(model_id, "miss").inc()
             self._misses[model_id] = self._misses.get(model_id, 0) + 1
-            started = time.monotonic()
-            model = await self._wait_for_load(model_id, deadline)
+            model = await self._wait(model_id, pending, deadline)
             while self._loaded.get(model_id) is not model:  # evicted before this waiter resumed
                 model = await self._wait_for_load(model_id, deadline)
             self._metrics.load_wait.labels(model_id).observe(time.monotonic() - started)
@@ -162,57 +172,111 @@ class ModelRegistry:
         if model_id in self._loaded:
             self._loaded[model_id].pinned = pinned or _pinned_by_manifest(self._loaded[model_id].manifest)
 
-    def on_unload(self, listener: Callable[[LoadedModel], None]) -> None:
+    def on_unload(self, listener: Callable[[LoadedModel], Awaitable[None]]) -> None:
+        """``await listener(model)`` after a model drained, before its runtime unloads."""
         self._unload_listeners.append(listener)
 
     def update_settings(self, model_id: str, patch: dict[str, Any]) -> None:
-        """Merge ``patch`` into the model's manifest settings and write it back atomically."""
+        """Merge ``patch`` into the model's manifest settings and write it back atomically
+        (blocking file I/O: call it in a thread). The settings are checked before anything is
+        written."""
         manifest = self.store.manifest(model_id)
-        updated = dataclasses.replace(manifest, settings={**manifest.settings, **patch})
+        settings = {**manifest.settings, **patch}
+        check_settings(manifest.runtime, settings)
+        updated = dataclasses.replace(manifest, settings=settings)
         updated.write()
         loaded = self._loaded.get(model_id)
         if loaded is not None:
             loaded.manifest = updated
 
+    def forget(self, model_id: str) -> None:
+        """Drop what is kept about a model that left the store (counters, back-off, metric series)."""
+        for kept in (self._misses, self._failed, self._sizes):
+            kept.pop(model_id, None)
+        self._pins.discard(model_id)
+        self._metrics.forget_model(model_id)
+
     async def forget_missing(self) -> list[str]:
-        """Unload models whose folder left the store or whose manifest changed."""
-        gone = []
-        for model_id, model in list(self._loaded.items()):
+        """Unload (draining) models whose folder left the store or whose manifest changed."""
+        loaded = list(self._loaded.items())
+        present = set(await asyncio.to_thread(self.store.model_ids))
+        current = await asyncio.to_thread(self._read_manifests, [m for m, _ in loaded if m in present])
+        gone = [model for model_id, model in loaded if current.get(model_id) != model.manifest]
+        self._failed.clear()  # the store changed: a failed model may load now
+        for model_id in [*self._misses, *self._sizes, *self._pins]:
+            if model_id not in present:
+                self.forget(model_id)
+        await asyncio.gather(*(self._unload(model) for model in gone))
+        for model in gone:
+            if model.model_id not in present:
+                self.forget(model.model_id)
+        return [model.model_id for model in gone]
+
+    def _read_manifests(self, model_ids: list[str]) -> dict[str, ModelManifest | None]:
+        found: dict[str, ModelManifest | None] = {}
+        for model_id in model_ids:
             try:
-                current = self.store.manifest(model_id)
+                found[model_id] = self.store.manifest(model_id)
             except (ModelNotFound, ManifestError):
-                current = None
-            if current is None or current != model.manifest:
-                gone.append(model_id)
-                await self._unload(model)
-        for model_id in list(self._failed):
-            self._failed.pop(model_id)  # the store changed: a failed model may load now
-        return gone
+                found[model_id] = None
+        return found
 
     async def unload_all(self) -> None:
-        for model in list(self._loaded.values()):
-            await self._unload(model)
+        await asyncio.gather(*(self._unload(model) for model in list(self._loaded.values())))
+
+    def loaded_ids(self) -> set[str]:
+        return set(self._loaded)
 
     @property
     def loaded_bytes(self) -> int:
         return sum(model.size_bytes for model in self._loaded.values())
 
-    def status(self) -> list[ModelStatus]:
-        return [self._status(model_id) for model_id in self.store.model_ids()]
+    async def status(self) -> list[ModelStatus]:
+        """Every model in the store (the store is read, and sources sized, off the event loop)."""
+        model_ids = await asyncio.to_thread(self.store.model_ids)
+        disk = await asyncio.to_thread(self._disk_view, model_ids)
+        return [self._status(model_id, *disk[model_id]) for model_id in model_ids]
 
-    def model_status(self, model_id: str) -> ModelStatus:
-        self.store.manifest(model_id)  # NOT_FOUND for unknown models
-        return self._status(model_id)
+    async def model_status(self, model_id: str) -> ModelStatus:
+        validate_model_id(model_id)
+        manifest, estimate = (await asyncio.to_thread(self._disk_view, [model_id]))[model_id]
+        if manifest is None:
+            raise ModelNotFound(f"model {model_id!r} is not in the model store")
+        return self._status(model_id, manifest, estimate)
+
+    def _disk_view(self, model_ids: list[str]) -> dict[str, tuple[ModelManifest | str | None, int]]:
+        """Per model: its manifest (or why it cannot be read; None: not in the store) and the
+        size to show when it is not loaded. Reads files: run it in a thread."""
+        view: dict[str, tuple[ModelManifest | str | None, int]] = {}
+        for model_id in model_ids:
+            try:
+                manifest = self.store.manifest(model_id)
+            except ModelNotFound:
+                view[model_id] = (None, 0)
+                continue
+            except (ManifestError, TaskgateError) as exc:
+                view[model_id] = (str(exc), 0)
+                continue
+            view[model_id] = (manifest, self._sizes.get(model_id) or _estimate_size(manifest))
+        return view
 
     # -- loading -------------------------------------------------------------------------
+    def _start_load(self, model_id: str) -> asyncio.Future[LoadedModel]:
+        """Start loading a model of the store (NOT_FOUND when it is not there)."""
+        manifest = self._manifest(model_id)
+        self._check_backoff(model_id)
+        pending: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+        self._loading[model_id] = pending
+        asyncio.get_running_loop().create_task(self._load(manifest, pending))
+        return pending
+
     async def _wait_for_load(self, model_id: str, deadline: float | None) -> LoadedModel:
-        pending = self._loading.get(model_id)
-        if pending is None:
-            manifest = self._manifest(model_id)
-            self._check_backoff(model_id)
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[model_id] = pending
-            asyncio.get_running_loop().create_task(self._load(manifest, pending))
+        pending = self._loading.get(model_id) or self._start_load(model_id)
+        return await self._wait(model_id, pending, deadline)
+
+    async def _wait(
+        self, model_id: str, pending: asyncio.Future[LoadedModel], deadline: float | None
+    ) -> LoadedModel:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             return await asyncio.wait_for(asyncio.shield(pending), timeout)
@@ -242,7 +306,7 @@ class ModelRegistry:
             self._load_slots = asyncio.Semaphore(self.settings.max_concurrent_loads)
         try:
             async with self._load_slots:
-                need = self._load_need(manifest)
+                need = await asyncio.to_thread(self._load_need, manifest)
                 await self._make_room(need, model_id)
                 self._reserved += need
                 try:
@@ -346,12 +410,18 @@ class ModelRegistry:
             ) from None
 
     async def _unload(self, model: LoadedModel) -> None:
+        """Take the model out of service, let its requests finish (bounded), then unload it."""
         if self._loaded.get(model.model_id) is not model:
             return
-        del self._loaded[model.model_id]
+        del self._loaded[model.model_id]  # new requests no longer reach this instance
         started = time.perf_counter()
-        for listener in self._unload_listeners:
-            listener(model)
+        if model.inflight:
+            model.idle = asyncio.Event()
+            log.info("unloading model %s: draining %d requests", model.model_id, model.inflight)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(model.idle.wait(), self.settings.drain_timeout_s)
+        for listener in self._unload_listeners:  # requests still running now end UNAVAILABLE
+            await listener(model)
         await asyncio.to_thread(model.runtime.unload)
         await asyncio.to_thread(trim_heap)
         self._metrics.unload_seconds.labels(model.model_id).observe(time.perf_counter() - started)
@@ -366,11 +436,11 @@ class ModelRegistry:
         self._metrics.loaded_models.set(len(self._loaded))
         self._metrics.loaded_bytes.set(self.loaded_bytes)
 
-    def _status(self, model_id: str) -> ModelStatus:
-        try:
-            manifest = self.store.manifest(model_id)
-        except (ManifestError, TaskgateError) as exc:
-            return ModelStatus(model_id, "FAILED", (), "", "", 0, 0, False, 0, 0, 0, 0.0, 0.0, str(exc))
+    def _status(self, model_id: str, manifest: ModelManifest | str | None, estimate: int) -> ModelStatus:
+        if not isinstance(manifest, ModelManifest):
+            reason = manifest or "not in the model store"
+            folder = str(self.store.root / model_id)
+            return ModelStatus(model_id, "FAILED", (), "", "", 0, 0, False, 0, 0, 0, 0.0, 0.0, reason, folder)
         loaded = self._loaded.get(model_id)
         failure = self._failed.get(model_id)
         if loaded:
@@ -384,9 +454,9 @@ class ModelRegistry:
             state=state,
             tasks=tuple(sorted(task.value for task in manifest.tasks)),
             runtime=manifest.runtime,
-            source=manifest.source.as_uri(),
+            source=str(manifest.source),
             size_bytes=loaded.size_bytes if loaded else 0,
-            estimated_size_bytes=self._sizes.get(model_id) or _estimate_size(manifest),
+            estimated_size_bytes=self._sizes.get(model_id) or estimate,
             pinned=model_id in self._pins or _pinned_by_manifest(manifest),
             hits=loaded.hits if loaded else 0,
             misses=self._misses.get(model_id, 0),
@@ -394,6 +464,7 @@ class ModelRegistry:
             last_used=loaded.last_used if loaded else 0.0,
             load_seconds=loaded.load_seconds if loaded else 0.0,
             reason=failure.reason if failure and not loaded else "",
+            folder=str(manifest.folder),
         )
 
 
@@ -412,9 +483,8 @@ def _estimate_size(manifest: ModelManifest) -> int:
 
 
 def _check_tasks(manifest: ModelManifest, runtime: Runtime[Any, Any]) -> None:
-    batching = manifest.settings.get("batching", {})
     try:
-        BatchSettings.from_mapping(batching if isinstance(batching, dict) else {"invalid": batching})
+        check_settings(manifest.runtime, manifest.settings)
     except InvalidInput as exc:
         raise ManifestError(f"model {manifest.model_id!r}: {exc.message}") from None
     if isinstance(runtime, EncoderRuntime):

@@ -27,6 +27,7 @@ class ServerSettings:
     max_deploy_bytes: int = 256 * 1024 * 1024  # model files in one deploy request
     log_level: str = "info"
     modelmesh_endpoint: str = ""  # "port:N" or "unix:PATH": serve the ModelMesh SPI there too
+    modelmesh_models_dir: str = "/models"  # ModelMesh's modelPath must lie under it (its puller's)
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -45,11 +46,12 @@ class RequestLimits:
     max_text_chars: int = 100_000
     max_inflight_per_model: int = 64
     default_timeout_s: float = 60.0
+    max_new_tokens: int = 2048  # the most tokens one generation request may ask for
 
     def __post_init__(self) -> None:
         if self.default_timeout_s <= 0:
             raise ValueError(f"default_timeout_s must be positive, got {self.default_timeout_s}")
-        for name in ("max_inputs", "max_text_chars", "max_inflight_per_model"):
+        for name in ("max_inputs", "max_text_chars", "max_inflight_per_model", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -65,6 +67,7 @@ class RegistrySettings:
     measure_rss: bool = True  # size a model by the memory its load added (else by its files)
     room_wait_s: float = 10.0  # a load waits this long for a busy model to go idle and make room
     malloc_arenas: int = 2  # glibc malloc arenas when a budget is set (0: leave glibc's default)
+    drain_timeout_s: float = 30.0  # an unloading model's requests may finish this long
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes < 0:
@@ -77,6 +80,8 @@ class RegistrySettings:
             raise ValueError(f"room_wait_s must not be negative, got {self.room_wait_s}")
         if self.malloc_arenas < 0:
             raise ValueError(f"malloc_arenas must not be negative, got {self.malloc_arenas}")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s must not be negative, got {self.drain_timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,13 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "server",
         "modelmesh_endpoint",
     ),
+    (
+        "modelmesh-models-dir",
+        str,
+        "directory ModelMesh pulls models into; modelPath must lie under it",
+        "server",
+        "modelmesh_models_dir",
+    ),
     ("intra-op-threads", int, "threads inside one model call", "runtime", "intra_op_threads"),
     ("inter-op-threads", int, "threads across graph branches", "runtime", "inter_op_threads"),
     ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),
@@ -128,6 +140,7 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "max_inflight_per_model",
     ),
     ("default-timeout-s", float, "deadline of a request that names none", "limits", "default_timeout_s"),
+    ("max-new-tokens", int, "most tokens one generation request may ask for", "limits", "max_new_tokens"),
     ("memory-budget-bytes", int, "bytes loaded models may hold (0: none)", "registry", "memory_budget_bytes"),
     ("max-concurrent-loads", int, "model loads that may run at once", "registry", "max_concurrent_loads"),
     ("load-retry-initial-s", float, "first back-off after a failed load", "registry", "retry_initial_s"),
@@ -146,6 +159,13 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "glibc malloc arenas under a memory budget (0: default)",
         "registry",
         "malloc_arenas",
+    ),
+    (
+        "drain-timeout-s",
+        float,
+        "how long an unloading model's requests may finish",
+        "registry",
+        "drain_timeout_s",
     ),
 )
 

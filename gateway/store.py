@@ -13,7 +13,10 @@ The catalog is data, not code. Model ids are validated before they touch the fil
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,9 @@ from urllib.parse import unquote, urlparse
 from gateway.errors import InvalidInput, ModelNotFound
 from gateway.tasks import Task
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch: "$" accepts "x\n"
 
 
 class ManifestError(ValueError):
@@ -31,14 +35,28 @@ class ManifestError(ValueError):
 
 
 def validate_model_id(model_id: str) -> str:
-    if not model_id:
+    if not isinstance(model_id, str) or not model_id:
         raise InvalidInput("model id is required (gRPC metadata 'mm-model-id' or JSON 'model_id')")
-    if not _MODEL_ID.match(model_id) or ".." in model_id:
+    if not is_model_id(model_id):
+        shown = model_id if len(model_id) <= 140 else model_id[:140] + "..."
         raise InvalidInput(
-            f"invalid model id {model_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"invalid model id {shown!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'"
         )
     return model_id
+
+
+def is_model_id(name: str) -> bool:
+    return _MODEL_ID.fullmatch(name) is not None and ".." not in name
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies under it, after resolving symlinks and '..'."""
+    try:
+        resolved, base = path.resolve(), root.resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL byte
+        return False
+    return resolved == base or base in resolved.parents
 
 
 @dataclass(frozen=True)
@@ -59,11 +77,20 @@ class ModelManifest:
             raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
         if not isinstance(data, dict):
             raise ManifestError(f"{path}: manifest must be a JSON object")
-        model_id = data.get("id", folder.name)
-        if model_id != folder.name:
-            raise ManifestError(f"{path}: id {model_id!r} differs from the folder name {folder.name!r}")
+        return cls.parse(data, folder, folder.name)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], folder: Path, model_id: str) -> ModelManifest:
+        """A manifest from its JSON object, every field type-checked (ManifestError says what)."""
+        path = folder / MANIFEST
+        given_id = data.get("id", model_id)
+        if given_id != model_id:
+            raise ManifestError(f"{path}: id {given_id!r} differs from the folder name {model_id!r}")
+        names = data.get("tasks", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ManifestError(f"{path}: 'tasks' must be a list of task names")
         try:
-            tasks = frozenset(Task.from_name(name) for name in data.get("tasks", []))
+            tasks = frozenset(Task.from_name(name) for name in names)
         except ValueError as exc:
             raise ManifestError(f"{path}: {exc}") from exc
         if not tasks:
@@ -74,11 +101,14 @@ class ModelManifest:
         settings = data.get("settings", {})
         if not isinstance(settings, dict):
             raise ManifestError(f"{path}: 'settings' must be an object")
+        source = data.get("source", "")
+        if not isinstance(source, str):
+            raise ManifestError(f"{path}: 'source' must be a string (a path or a file:// URI)")
         return cls(
             model_id=model_id,
             tasks=tasks,
             runtime=runtime,
-            source=resolve_source(str(data.get("source", "")), folder),
+            source=resolve_source(source, folder),
             folder=folder,
             settings=settings,
         )
@@ -101,22 +131,44 @@ def resolve_source(source: str, folder: Path) -> Path:
     """A ``file://`` URI or a path (relative paths are relative to the model folder)."""
     if not source:
         raise ManifestError(f"{folder / MANIFEST}: 'source' is required")
+    if "\x00" in source:
+        raise ManifestError(f"{folder / MANIFEST}: 'source' holds a NUL byte")
     parsed = urlparse(source)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ManifestError(f"file URI with a remote host is not supported: {source}")
-        return Path(unquote(parsed.path))
+        path = Path(unquote(parsed.path))
+        if not path.is_absolute() or "\x00" in str(path):
+            raise ManifestError(f"a file URI must name an absolute path: {source}")
+        return path
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
         raise ManifestError(f"unsupported source scheme {parsed.scheme!r} in {source}")
     path = Path(source)
-    return path if path.is_absolute() else (folder / path).resolve()
+    return path if path.is_absolute() else Path(os.path.normpath(folder.absolute() / path))
+
+
+def prepare_store(store: ModelStore) -> None:
+    """At start-up: create the store, clear what interrupted deploys and undeploys left, and say
+    how to fill an empty store."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    for leftover in store.root.iterdir():
+        if leftover.name.startswith((".deploy-", ".undeploy-")) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    if not store.model_ids():
+        log.warning(
+            "the model store %s holds no models: run `taskgate init-store --model-store %s` for the "
+            "default models, or deploy one (POST /management/models, or a folder with a %s)",
+            store.root,
+            store.root,
+            MANIFEST,
+        )
 
 
 class ModelStore:
     """Reads manifests from the store directory; every lookup reads the disk afresh."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.absolute()  # a relative store (./model-store) still gives absolute sources
 
     def folder(self, model_id: str) -> Path:
         return self.root / validate_model_id(model_id)
@@ -130,6 +182,4 @@ class ModelStore:
     def model_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if (p / MANIFEST).is_file() and _MODEL_ID.match(p.name)
-        )
+        return sorted(p.name for p in self.root.iterdir() if is_model_id(p.name) and (p / MANIFEST).is_file())

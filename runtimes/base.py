@@ -109,6 +109,10 @@ class EncoderRuntime(Runtime[TokenizedBatch, np.ndarray]):
         """Tokenize each text; a text over the limit with ``truncate_to`` None gets a ValueError
         in its place (one bad row fails that row, not the others)."""
 
+    def tokenizer_ready(self, truncate_to: int | None) -> bool:
+        """Whether tokenizing at this limit is cheap now (no tokenizer to build first)."""
+        return True
+
     def tokenize(self, texts: list[str], truncate_to: int | None) -> TokenizedBatch:
         """Tokenize and pad a batch; raises the first row's error, if any."""
         rows = self.tokenize_rows(texts, truncate_to)

@@ -7,12 +7,14 @@ first use; call ``release(runtime)`` before unloading a model and ``close()`` at
 
     service = GenerationService()
     output = await service.generate(ctx, model, "Hello", GenerationParams(max_new_tokens=8))
-    async for chunk in service.stream(ctx, model, "Hello", params):   # NOT awaited: errors
-        ...                                                           # raise at the call
-    service.release(model.runtime); service.close()
+    stream = await service.stream(ctx, model, "Hello", params)   # errors raise here
+    async for chunk in stream:
+        ...
+    await service.release(model.runtime); service.close()
 
 Errors (``gateway.errors``, raised at the call, before any chunk): InvalidInput (empty text,
-prompt over the context without truncate_input_tokens), TaskNotSupported (not a causal LM),
+prompt over the context without truncate_input_tokens, prompt + max_new_tokens over the
+context), TaskNotSupported (not a causal LM), Unavailable (the model is being unloaded),
 Overloaded (the model's queue is full, with retry_after_s), DeadlineExceeded (the deadline
 passed, or passed while waiting with nothing generated). A failure inside the model ends the
 request with an InternalError naming the request id. A deadline reached after some tokens ends
@@ -24,10 +26,12 @@ sequence with CANCELLED at the next iteration and frees its slot.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import DeadlineExceeded, InvalidInput, TaskNotSupported
+from gateway.errors import DeadlineExceeded, InvalidInput, TaskNotSupported, Unavailable
 from gateway.generation.params import GenerationParams
 from gateway.generation.policies import fit_prompt
 from gateway.generation.results import (
@@ -45,6 +49,9 @@ if TYPE_CHECKING:
     from gateway.core import RequestContext  # the core imports this module: no cycle at run time
 
 
+INLINE_ENCODE_CHARS = 2048  # shorter prompts are tokenized on the loop (faster than a thread hop)
+
+
 class ServedModel(Protocol):
     """What the service needs of a registry entry (``gateway.registry.LoadedModel`` fits)."""
 
@@ -58,13 +65,14 @@ class ServedModel(Protocol):
 class GenerationService:
     def __init__(self) -> None:
         self._schedulers: dict[CausalLMRuntime, GenerationScheduler] = {}
+        self._released: weakref.WeakSet[CausalLMRuntime] = weakref.WeakSet()
 
     # -- tasks ---------------------------------------------------------------------------
     async def generate(
         self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
     ) -> GenerationOutput:
         """Generate to the end and return the whole result."""
-        handle = self._submit(ctx, model, text, params)
+        handle = await self._submit(ctx, model, text, params)
         pieces: list[str] = []
         tokens: list[GeneratedToken] = []
         input_tokens: tuple[GeneratedToken, ...] = ()
@@ -92,33 +100,42 @@ class GenerationService:
             input_tokens=tuple(_shown(t, params) for t in input_tokens) if params.input_tokens else (),
         )
 
-    def stream(
+    async def stream(
         self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
     ) -> GenerationStream:
         """Submit now (errors raise here) and return the chunks as an async iterator."""
-        handle = self._submit(ctx, model, text, params)
+        handle = await self._submit(ctx, model, text, params)
         return GenerationStream(handle, text if params.preserve_input_text else "")
 
     # -- schedulers ----------------------------------------------------------------------
     def scheduler(self, runtime: CausalLMRuntime, name: str = "generation") -> GenerationScheduler:
         scheduler = self._schedulers.get(runtime)
         if scheduler is None:
+            if runtime in self._released:
+                raise Unavailable(f"model {name!r} is being unloaded; retry shortly", retry_after_s=1.0)
             scheduler = GenerationScheduler(runtime, name=name)
             scheduler.start()
             self._schedulers[runtime] = scheduler
         return scheduler
 
-    def release(self, runtime: Runtime[Any, Any]) -> None:
-        """Stop the model's scheduler (before the model unloads); its requests end UNAVAILABLE."""
-        scheduler = self._schedulers.pop(runtime, None) if isinstance(runtime, CausalLMRuntime) else None
+    async def release(self, runtime: Runtime[Any, Any]) -> None:
+        """Stop the model's scheduler (before the model unloads); its requests end UNAVAILABLE.
+        The scheduler thread is joined off the event loop; no new scheduler starts for it."""
+        if not isinstance(runtime, CausalLMRuntime):
+            return
+        self._released.add(runtime)
+        scheduler = self._schedulers.pop(runtime, None)
         if scheduler is not None:
-            scheduler.close()
+            await asyncio.to_thread(scheduler.close)
 
     def close(self) -> None:
-        for runtime in list(self._schedulers):
-            self.release(runtime)
+        """At shutdown: stop every scheduler (joins their threads)."""
+        for runtime, scheduler in list(self._schedulers.items()):
+            self._released.add(runtime)
+            scheduler.close()
+        self._schedulers.clear()
 
-    def _submit(
+    async def _submit(
         self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
     ) -> SequenceHandle:
         runtime, name = _runtime_of(model)
@@ -126,7 +143,18 @@ class GenerationService:
             raise InvalidInput("'text' must be a non-empty string")
         if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
             raise DeadlineExceeded("the request's deadline passed before the model ran")
-        prompt = fit_prompt(runtime.encode(text), params.truncate_input_tokens, runtime.limits.max_context)
+        if len(text) <= INLINE_ENCODE_CHARS:
+            token_ids = runtime.encode(text)
+        else:  # a long prompt's tokenization would hold the event loop
+            token_ids = await asyncio.to_thread(runtime.encode, text)
+        max_context = runtime.limits.max_context
+        prompt = fit_prompt(token_ids, params.truncate_input_tokens, max_context)
+        if len(prompt) + params.max_new_tokens > max_context:
+            raise InvalidInput(
+                f"the prompt has {len(prompt)} tokens and max_new_tokens is {params.max_new_tokens}: "
+                f"together more than the model's context of {max_context} tokens; lower max_new_tokens "
+                "or shorten the prompt (truncate_input_tokens)"
+            )
         request = GenerationRequest(ctx.request_id, prompt, params, deadline=ctx.deadline)
         return self.scheduler(runtime, name).submit(request)
 

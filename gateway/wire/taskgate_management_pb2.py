@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19taskgate_management.proto\x12\x16taskgate.management.v1\"\x13\n\x11ListModelsRequest\"I\n\x12ListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.taskgate.management.v1.ModelStatus\" \n\x0cModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\".\n\nPinRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06pinned\x18\x02 \x01(\x08\"\xbc\x02\n\x0bModelStatus\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".taskgate.management.v1.ModelState\x12\r\n\x05tasks\x18\x03 \x03(\t\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x1c\n\x14\x65stimated_size_bytes\x18\x07 \x01(\x03\x12\x0e\n\x06pinned\x18\x08 \x01(\x08\x12\x0c\n\x04hits\x18\t \x01(\x03\x12\x0e\n\x06misses\x18\n \x01(\x03\x12\x18\n\x10last_used_unix_s\x18\x0b \x01(\x01\x12\x14\n\x0cload_seconds\x18\x0c \x01(\x01\x12\x16\n\x0e\x66\x61ilure_reason\x18\r \x01(\t\x12\x10\n\x08inflight\x18\x0e \x01(\x05\"^\n\x10\x42\x61tchingSettings\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x1a\n\x12max_queue_delay_ms\x18\x02 \x01(\x01\x12\x16\n\x0emax_queue_rows\x18\x03 \x01(\x05\"\xc1\x01\n\x15UpdateBatchingRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1b\n\x0emax_batch_size\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1f\n\x12max_queue_delay_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_queue_rows\x18\x04 \x01(\x05H\x02\x88\x01\x01\x42\x11\n\x0f_max_batch_sizeB\x15\n\x13_max_queue_delay_msB\x11\n\x0f_max_queue_rows*m\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LOADED\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\n\n\x06LOADED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tUNLOADING\x10\x05\x32\x9b\x05\n\x0cModelControl\x12\x63\n\nListModels\x12).taskgate.management.v1.ListModelsRequest\x1a*.taskgate.management.v1.ListModelsResponse\x12U\n\x08GetModel\x12$.taskgate.management.v1.ModelRequest\x1a#.taskgate.management.v1.ModelStatus\x12V\n\tLoadModel\x12$.taskgate.management.v1.ModelRequest\x1a#.taskgate.management.v1.ModelStatus\x12X\n\x0bUnloadModel\x12$.taskgate.management.v1.ModelRequest\x1a#.taskgate.management.v1.ModelStatus\x12S\n\x08PinModel\x12\".taskgate.management.v1.PinRequest\x1a#.taskgate.management.v1.ModelStatus\x12]\n\x0bGetBatching\x12$.taskgate.management.v1.ModelRequest\x1a(.taskgate.management.v1.BatchingSettings\x12i\n\x0eUpdateBatching\x12-.taskgate.management.v1.UpdateBatchingRequest\x1a(.taskgate.management.v1.BatchingSettingsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19taskgate_management.proto\x12\x16taskgate.management.v1\"\x13\n\x11ListModelsRequest\"I\n\x12ListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.taskgate.management.v1.ModelStatus\" \n\x0cModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\".\n\nPinRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06pinned\x18\x02 \x01(\x08\"\xbc\x02\n\x0bModelStatus\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".taskgate.management.v1.ModelState\x12\r\n\x05tasks\x18\x03 \x03(\t\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x1c\n\x14\x65stimated_size_bytes\x18\x07 \x01(\x03\x12\x0e\n\x06pinned\x18\x08 \x01(\x08\x12\x0c\n\x04hits\x18\t \x01(\x03\x12\x0e\n\x06misses\x18\n \x01(\x03\x12\x18\n\x10last_used_unix_s\x18\x0b \x01(\x01\x12\x14\n\x0cload_seconds\x18\x0c \x01(\x01\x12\x16\n\x0e\x66\x61ilure_reason\x18\r \x01(\t\x12\x10\n\x08inflight\x18\x0e \x01(\x05\"q\n\x10\x42\x61tchingSettings\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x1a\n\x12max_queue_delay_ms\x18\x02 \x01(\x01\x12\x16\n\x0emax_queue_rows\x18\x03 \x01(\x05\x12\x11\n\tpersisted\x18\x04 \x01(\x08\"\xd2\x01\n\x15UpdateBatchingRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1b\n\x0emax_batch_size\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1f\n\x12max_queue_delay_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_queue_rows\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x0f\n\x07persist\x18\x05 \x01(\x08\x42\x11\n\x0f_max_batch_sizeB\x15\n\x13_max_queue_delay_msB\x11\n\x0f_max_queue_rows*m\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LOADED\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\n\n\x06LOADED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tUNLOADING\x10\x05\x32\x9b\x05\n\x0cModelControl\x12\x63\n\nListModels\x12).taskgate.management.v1.ListModelsRequest\x1a*.taskgate.management.v1.ListModelsResponse\x12U\n\x08GetModel\x12$.taskgate.management.v1.ModelRequest\x1a#.taskgate.management.v1.ModelStatus\x12V\n\tLoadModel\x12$.taskgate.management.v1.ModelRequest\x1a#.taskgate.management.v1.ModelStatus\x12X\n\x0bUnloadModel\x12$.taskgate.management.v1.ModelRequest\x1a#.taskgate.management.v1.ModelStatus\x12S\n\x08PinModel\x12\".taskgate.management.v1.PinRequest\x1a#.taskgate.management.v1.ModelStatus\x12]\n\x0bGetBatching\x12$.taskgate.management.v1.ModelRequest\x1a(.taskgate.management.v1.BatchingSettings\x12i\n\x0eUpdateBatching\x12-.taskgate.management.v1.UpdateBatchingRequest\x1a(.taskgate.management.v1.BatchingSettingsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskgate_management_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=842
-  _globals['_MODELSTATE']._serialized_end=951
+  _globals['_MODELSTATE']._serialized_start=878
+  _globals['_MODELSTATE']._serialized_end=987
   _globals['_LISTMODELSREQUEST']._serialized_start=53
   _globals['_LISTMODELSREQUEST']._serialized_end=72
   _globals['_LISTMODELSRESPONSE']._serialized_start=74
@@ -44,9 +44,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSTATUS']._serialized_start=232
   _globals['_MODELSTATUS']._serialized_end=548
   _globals['_BATCHINGSETTINGS']._serialized_start=550
-  _globals['_BATCHINGSETTINGS']._serialized_end=644
-  _globals['_UPDATEBATCHINGREQUEST']._serialized_start=647
-  _globals['_UPDATEBATCHINGREQUEST']._serialized_end=840
-  _globals['_MODELCONTROL']._serialized_start=954
-  _globals['_MODELCONTROL']._serialized_end=1621
+  _globals['_BATCHINGSETTINGS']._serialized_end=663
+  _globals['_UPDATEBATCHINGREQUEST']._serialized_start=666
+  _globals['_UPDATEBATCHINGREQUEST']._serialized_end=876
+  _globals['_MODELCONTROL']._serialized_start=990
+  _globals['_MODELCONTROL']._serialized_end=1657
 # @@protoc_insertion_point(module_scope)

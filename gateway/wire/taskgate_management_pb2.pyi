@@ -79,23 +79,27 @@ class ModelStatus(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., tasks: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., estimated_size_bytes: _Optional[int] = ..., pinned: bool = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., last_used_unix_s: _Optional[float] = ..., load_seconds: _Optional[float] = ..., failure_reason: _Optional[str] = ..., inflight: _Optional[int] = ...) -> None: ...
 
 class BatchingSettings(_message.Message):
-    __slots__ = ("max_batch_size", "max_queue_delay_ms", "max_queue_rows")
+    __slots__ = ("max_batch_size", "max_queue_delay_ms", "max_queue_rows", "persisted")
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_FIELD_NUMBER: _ClassVar[int]
     max_batch_size: int
     max_queue_delay_ms: float
     max_queue_rows: int
-    def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_rows: _Optional[int] = ...) -> None: ...
+    persisted: bool
+    def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_rows: _Optional[int] = ..., persisted: bool = ...) -> None: ...
 
 class UpdateBatchingRequest(_message.Message):
-    __slots__ = ("model_id", "max_batch_size", "max_queue_delay_ms", "max_queue_rows")
+    __slots__ = ("model_id", "max_batch_size", "max_queue_delay_ms", "max_queue_rows", "persist")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PERSIST_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     max_batch_size: int
     max_queue_delay_ms: float
     max_queue_rows: int
-    def __init__(self, model_id: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_rows: _Optional[int] = ...) -> None: ...
+    persist: bool
+    def __init__(self, model_id: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_rows: _Optional[int] = ..., persist: bool = ...) -> None: ...

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
-from tests.models import MINILM
+from tests.models import MINILM, SHORT_POSITIONS
 
 META = (("mm-model-id", MINILM),)
 TEXTS = [f"sentence number {i} about {'cats' if i % 2 else 'the stock market'} today" for i in range(32)]
@@ -107,9 +110,38 @@ def test_batching_settings_are_validated_and_live(http: httpx.Client) -> None:
         response = http.post("/api/v1/task/embedding-tasks", json={"model_id": MINILM, "inputs": ["a"] * 9})
         assert response.status_code == 429  # 9 rows can never fit a queue of 8
     finally:
-        assert http.put(url, json=before).json() == before
+        assert http.put(url, json=before).json() == {**before, "persisted": False}
     missing = http.get("/management/models/no-such-model/batching")
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("bad", [{"max_batch_size": 2.5}, {"max_batch_size": "8"}, {"max_queue_rows": True}])
+def test_batching_settings_are_type_checked_when_written(http: httpx.Client, bad: dict) -> None:
+    url = f"/management/models/{MINILM}/batching"
+    before = http.get(url).json()
+    response = http.put(url, json=bad)
+    assert response.status_code == 400, response.text
+    assert next(iter(bad)) in response.json()["details"]
+    assert http.get(url).json() == before
+    ok = http.post("/api/v1/task/embedding", json={"model_id": MINILM, "inputs": "still batching"})
+    assert ok.status_code == 200
+
+
+def test_a_live_batching_change_persists_only_when_asked(http: httpx.Client, store: Path) -> None:
+    url = f"/management/models/{SHORT_POSITIONS}/batching"  # not MiniLM: restoring reloads it
+    manifest = store / SHORT_POSITIONS / "manifest.json"
+    written = manifest.read_text()
+    before = http.get(url).json()
+    try:
+        live = http.put(url, json={"max_queue_delay_ms": 0.5})
+        assert live.json()["persisted"] is False and live.json()["max_queue_delay_ms"] == 0.5
+        assert manifest.read_text() == written  # live only: the manifest is as it was
+        kept = http.put(url, json={"max_queue_delay_ms": 0.25, "persist": True})
+        assert kept.json()["persisted"] is True
+        assert json.loads(manifest.read_text())["settings"]["batching"]["max_queue_delay_ms"] == 0.25
+    finally:
+        manifest.write_text(written)
+        http.put(url, json=before)
 
 
 def test_http_client_that_disconnects_is_dropped_before_the_model(

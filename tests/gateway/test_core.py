@@ -152,7 +152,7 @@ async def test_model_and_task_errors(core: TaskService) -> None:
         await core.embed(CTX, CLASSIFIER, ["x"], None)
     with pytest.raises(Unavailable, match="failed to load"):
         await core.embed(CTX, MISSING_SOURCE, ["x"], None)
-    status = {s.model_id: s for s in core.registry.status()}
+    status = {s.model_id: s for s in await core.registry.status()}
     assert status[MISSING_SOURCE].state == "FAILED" and status[MISSING_SOURCE].reason
 
 

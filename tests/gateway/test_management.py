@@ -144,7 +144,13 @@ def modelmesh_gateway(store: Path, tmp_path: Path) -> Iterator[tuple[GatewayThre
     socket = f"unix:{tmp_path}/mmesh.sock"
     settings = Settings(
         model_store=tmp_path / "store",
-        server=ServerSettings(host="127.0.0.1", grpc_port=0, http_port=0, modelmesh_endpoint=socket),
+        server=ServerSettings(
+            host="127.0.0.1",
+            grpc_port=0,
+            http_port=0,
+            modelmesh_endpoint=socket,
+            modelmesh_models_dir=str(SOURCES),
+        ),
         runtime=base.runtime,
         limits=base.limits,
     )
@@ -182,6 +188,10 @@ def test_modelmesh_runtime_spi_on_a_unix_socket(modelmesh_gateway: tuple[Gateway
         with pytest.raises(grpc.RpcError) as gone:
             _embed(channel, "mm-a__isvc-1")
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND
-        with pytest.raises(grpc.RpcError) as bad:
-            spi.loadModel(mmesh.LoadModelRequest(modelId="mm-b", modelPath="/no/such/path"))
-        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for outside in ("/no/such/path", "/", "/etc", "../..", f"{SOURCES}/../..", str(SOURCES / "nope")):
+            with pytest.raises(grpc.RpcError) as bad:
+                spi.loadModel(mmesh.LoadModelRequest(modelId="mm-b", modelPath=outside))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, outside
+            with pytest.raises(grpc.RpcError) as bad:
+                spi.predictModelSize(mmesh.PredictModelSizeRequest(modelId="mm-b", modelPath=outside))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, outside
