@@ -67,9 +67,9 @@ class Gateway:
         if budgeted.memory_budget_bytes and budgeted.malloc_arenas:
             limit_arenas(budgeted.malloc_arenas)  # before model threads exist: freed memory is reused
         await asyncio.to_thread(prepare_store, self.registry.store)
-        self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
+        self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
         self._grpc, grpc_port = await start_grpc(self.core, self.management, server, self.settings.registry)
         config = uvicorn.Config(

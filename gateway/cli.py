@@ -25,11 +25,14 @@ async def _serve(config: settings_module.Settings) -> None:
 
     gateway = Gateway(config)
     addresses = await gateway.start()
-    print(f"Taskgate serving: gRPC {addresses.grpc}  HTTP {addresses.http}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (
+        signal.SIGINT,
+        signal.SIGTERM,
+    ):  # before the line below: a SIGTERM right after it stops cleanly
         loop.add_signal_handler(sig, stop.set)
+    print(f"Taskgate serving: gRPC {addresses.grpc}  HTTP {addresses.http}", flush=True)
     await stop.wait()
     print("Taskgate stopping", flush=True)
     await gateway.stop()

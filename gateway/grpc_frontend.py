@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway import __version__
 from gateway import grpc_convert as convert
 from gateway.core import RequestContext, TaskService
-from gateway.errors import TaskgateError, internal
+from gateway.errors import InvalidInput, TaskgateError, internal
 from gateway.generation.params import GenerationParams
 from gateway.grpc_common import MODEL_ID_KEY, Context, abort, metadata, request_context, task_rpc
 from gateway.grpc_guard import DEPLOY_METHOD, RequestGuard
@@ -56,7 +56,13 @@ def _truthy(request: Any, field: str, default: bool) -> bool:
 
 
 def _documents(request: Any) -> list[dict[str, Any]]:
-    return [json_format.MessageToDict(doc) for doc in request.documents]
+    documents = []
+    for index, doc in enumerate(request.documents):
+        try:
+            documents.append(json_format.MessageToDict(doc))
+        except ValueError as exc:  # NaN / infinity in a Struct has no JSON form
+            raise InvalidInput(f"documents[{index}] cannot be read: {exc}") from None
+    return documents
 
 
 class NlpServicer(nlp_grpc.NlpServiceServicer):
@@ -189,7 +195,7 @@ class InfoServicer(caikit_runtime_info_pb2_grpc.InfoServiceServicer):
         wanted = set(request.model_ids)
         models = [
             runtime_pb2.ModelInfo(**info)
-            for info in models_info(self._core.registry)
+            for info in await models_info(self._core.registry)
             if not wanted or info["name"] in wanted
         ]
         return runtime_pb2.ModelInfoResponse(models=models)

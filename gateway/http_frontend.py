@@ -228,7 +228,7 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
 
     @app.get("/info/models")
     async def info_models() -> Json:
-        return {"models": models_info(core.registry)}
+        return {"models": await models_info(core.registry)}
 
     @app.post("/api/v1/task/embedding")
     async def embedding(body: schemas.EmbeddingRequest, request: Request) -> Json:

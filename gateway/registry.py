@@ -152,7 +152,12 @@ class ModelRegistry:
         return await self.get(model_id)
 
     async def unload(self, model_id: str, *, force: bool = False) -> bool:
-        """Unload a model; False when it is not loaded. In-flight models refuse unless forced."""
+        """Unload a model; False when it is not loaded. In-flight models refuse unless forced;
+        forced, a load in progress is waited for first (its files are about to go)."""
+        pending = self._loading.get(model_id)
+        if pending is not None and force:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
         model = self._loaded.get(model_id)
         if model is None:
             return False

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
 from runtimes.onnx_export import FINGERPRINT
 from runtimes.progress import progress_step
@@ -56,15 +57,13 @@ class TokenizerFixes:
 
 
 def _expected(gguf_file: Path, fixes: TokenizerFixes) -> dict[str, Any]:
-    import transformers
-
     return {
         "source_sha256": fingerprint(gguf_file),
         "source_name": gguf_file.name,
         "converter": CONVERTER_VERSION,
         "eos_token": fixes.eos_token,
         "add_bos_token": fixes.add_bos_token,
-        "transformers": transformers.__version__,
+        "transformers": importlib.metadata.version("transformers"),  # no 300 MB import to check
         "gguf": importlib.metadata.version("gguf"),
     }
 
@@ -89,8 +88,8 @@ def convert_cached(gguf_file: Path, work_dir: Path, fixes: TokenizerFixes) -> Pa
     staging.chmod(0o755)  # mkdtemp makes it private; the folder is as readable as the store
     try:
         step = f"dequantizing {gguf_file.name} into a float32 Hugging Face folder"
-        with progress_step(log, step, why, imports=("transformers", "gguf")):
-            _convert(gguf_file, staging, fixes)
+        with progress_step(log, step, why):
+            run_in_worker(_convert, gguf_file, staging, fixes)  # never in the serving process
         (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
         old = work_dir / f".old-{CONVERTED}-{os.getpid()}"
         if target.exists():

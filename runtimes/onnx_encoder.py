@@ -101,8 +101,11 @@ class OnnxEncoder(EncoderRuntime):
         return self._pool(first, batch.attention_mask)
 
     # -- EncoderRuntime ------------------------------------------------------------------
+    def tokenizer_ready(self, truncate_to: int | None) -> bool:
+        return self._limit(truncate_to) in self._by_limit
+
     def tokenize_rows(self, texts: list[str], truncate_to: int | None) -> list[TokenRow | ValueError]:
-        limit = self.max_tokens if truncate_to is None else max(2, min(truncate_to, self.max_tokens))
+        limit = self._limit(truncate_to)
         rows: list[TokenRow | ValueError] = []
         for index, encoding in enumerate(self._tokenizer(limit).encode_batch(texts)):
             if truncate_to is None and encoding.overflowing:
@@ -126,6 +129,9 @@ class OnnxEncoder(EncoderRuntime):
         ]
 
     # -- helpers -------------------------------------------------------------------------
+    def _limit(self, truncate_to: int | None) -> int:
+        return self.max_tokens if truncate_to is None else max(2, min(truncate_to, self.max_tokens))
+
     def _tokenizer(self, limit: int) -> Any:
         """A tokenizer truncating at ``limit`` (shared with models of the same tokenizer).
 

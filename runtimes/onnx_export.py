@@ -16,6 +16,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
 from runtimes.progress import progress_step
 
@@ -57,8 +58,8 @@ def export_cached(source: Path, work_dir: Path, task: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".onnx-{task}-", dir=work_dir))
     try:
         step = f"exporting {work_dir.name} to ONNX for {task}"
-        with progress_step(log, step, why, imports=("optimum.exporters.onnx",)):
-            _export(source, staging, task)
+        with progress_step(log, step, why):
+            run_in_worker(_export, source, staging, task)  # never in the serving process
         (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
         old = work_dir / f".old-onnx-{task}-{os.getpid()}"
         if target.exists():

@@ -314,7 +314,8 @@ class GenerationScheduler:
         return finished
 
     def _next_token(self, seq: _Sequence, logits: torch.Tensor) -> SequenceEvent:
-        assert seq.chooser is not None
+        if seq.chooser is None:  # set at prefill, before any token is chosen
+            raise RuntimeError(f"sequence {seq.seq_id} has no token chooser")
         params = seq.request.params
         choice = seq.chooser.choose(logits, seq.generated)
         first = seq.generated == 0

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gateway.batcher import BatchSettings, DynamicBatcher
-from gateway.errors import DeadlineExceeded, InvalidInput, Overloaded
+from gateway.errors import DeadlineExceeded, InternalError, InvalidInput, Overloaded, Unavailable
 from gateway.metrics import Metrics
 
 
@@ -46,8 +46,8 @@ def far() -> float:
     return time.monotonic() + 30
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
+async def _until(predicate: object, limit_s: float = 5.0) -> None:
+    end = time.monotonic() + limit_s
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < end, "condition not reached"
         await asyncio.sleep(0.005)
@@ -167,3 +167,41 @@ async def test_queue_delay_holds_a_partial_batch(executor: ThreadPoolExecutor) -
 def test_bad_settings_say_what_is_wrong(values: dict[str, float]) -> None:
     with pytest.raises(InvalidInput):
         BatchSettings.from_mapping(values)
+
+
+async def test_a_failing_dispatcher_fails_its_waiting_rows_at_once_and_recovers(
+    executor: ThreadPoolExecutor,
+) -> None:
+    run = Recorder()
+    batcher = DynamicBatcher("m", run, BatchSettings(max_batch_size=4), executor, Metrics())
+    pick = batcher._most_urgent_bucket
+    broken = True
+
+    def failing_once() -> object:
+        if broken:
+            raise TypeError("'<' not supported between instances of 'str' and 'int'")
+        return pick()
+
+    batcher._most_urgent_bucket = failing_once  # type: ignore[method-assign]
+    with pytest.raises(InternalError, match="batcher of model 'm' failed"):
+        await asyncio.wait_for(batcher.submit([("a", 0), ("b", 0)], far()), 30)  # fails, never hangs
+    assert batcher.queued_rows == 0 and run.calls == 0
+    broken = False
+    assert await batcher.submit([("c", 0)], far()) == ["C"]  # the next request starts it afresh
+    await batcher.close()
+
+
+async def test_closing_fails_queued_rows_unavailable(executor: ThreadPoolExecutor) -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher = DynamicBatcher("m", run, BatchSettings(max_batch_size=1), executor, Metrics(), max_running=1)
+    running = asyncio.ensure_future(batcher.submit([("first", 0)], far()))
+    await _until(lambda: run.calls == 1)
+    queued = asyncio.ensure_future(batcher.submit([("second", 0)], far()))
+    await _until(lambda: batcher.queued_rows == 1)
+    closing = asyncio.ensure_future(batcher.close("model 'm' was unloaded"))
+    with pytest.raises(Unavailable, match="unloaded"):
+        await queued
+    run.gate.set()
+    await closing
+    assert await running == ["FIRST"]  # the running batch finished; it was not cut

@@ -69,3 +69,30 @@ def _use_the_gateway(process: subprocess.Popen[str]) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serving_an_empty_store_says_how_to_fill_it(tmp_path: Path) -> None:
+    env = {**os.environ, "TASKGATE_MODEL_STORE": str(tmp_path / "empty"), "TASKGATE_GRPC_PORT": "0"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--http-port", "0"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = []
+            while not any("Taskgate serving" in line for line in lines):
+                lines.append(process.stdout.readline())
+                assert lines[-1] or process.poll() is None, "taskgate exited before serving"
+            said = "".join(lines)
+            assert "holds no models" in said and "taskgate init-store" in said, said
+            assert "Warning" not in said and "Traceback" not in said, said
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

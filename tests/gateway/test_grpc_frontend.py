@@ -138,3 +138,17 @@ def test_reflection_describes_every_message(channel: grpc.Channel) -> None:
     assert [f.name for f in result.fields][:3] == ["generated_text", "generated_tokens", "finish_reason"]
     embedding = pool.FindMessageTypeByName("caikit_data_model.caikit_nlp.EmbeddingResult")
     assert embedding.fields_by_name["result"].message_type.full_name == "caikit_data_model.common.Vector1D"
+
+
+def test_a_document_holding_nan_is_invalid_argument(channel: grpc.Channel) -> None:
+    """Found by the gRPC fuzzer: NaN in a Struct document was INTERNAL."""
+    document = struct_pb2.Struct()
+    document.update({"text": "a kitten", "score": float("nan")})
+    stub = nlp_grpc.NlpServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RerankTaskPredict(
+            nlp.RerankTaskRequest(query="cats", documents=[document]),
+            metadata=(("mm-model-id", MINILM),),
+            timeout=60,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

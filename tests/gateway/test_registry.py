@@ -47,7 +47,7 @@ def make(store: Path, budget: int = 0, **kwargs: float) -> ModelRegistry:
 
 
 def loaded(registry: ModelRegistry) -> set[str]:
-    return {s.model_id for s in registry.status() if s.state == "LOADED"}
+    return registry.loaded_ids()
 
 
 async def test_lazy_load_and_single_flight(tiny_store: Path) -> None:
@@ -55,7 +55,7 @@ async def test_lazy_load_and_single_flight(tiny_store: Path) -> None:
     assert loaded(registry) == set()
     models = await asyncio.gather(*(registry.get(A) for _ in range(8)))
     assert registry.load_count == 1 and all(m is models[0] for m in models)
-    status = registry.model_status(A)
+    status = await registry.model_status(A)
     assert status.state == "LOADED" and status.size_bytes > 0 and status.misses >= 1
     await registry.unload_all()
 
@@ -122,7 +122,7 @@ async def test_pinned_models_stay(tiny_store: Path, model_bytes: int) -> None:
     await registry.get(B)
     await registry.get(C)  # A is the least recently used, but pinned: B goes
     assert loaded(registry) == {A, C}
-    assert registry.model_status(A).pinned
+    assert (await registry.model_status(A)).pinned
     registry.pin(A, False)
     await registry.get(D)
     assert loaded(registry) == {C, D}
@@ -140,7 +140,7 @@ async def test_failed_load_is_isolated_reported_and_retried_with_backoff(
     registry = make(tmp_path, retry_initial_s=0.3)
     with pytest.raises(Unavailable, match="failed to load"):
         await registry.get("broken")
-    status = registry.model_status("broken")
+    status = await registry.model_status("broken")
     assert status.state == "FAILED" and status.reason
     with pytest.raises(Unavailable) as backoff:  # inside the back-off: no new attempt
         await registry.get("broken")
@@ -150,7 +150,7 @@ async def test_failed_load_is_isolated_reported_and_retried_with_backoff(
     shutil.copytree(SOURCES / "tiny-32-1", source)  # the operator fixes the source
     await asyncio.sleep(0.35)
     assert (await registry.get("broken")).model_id == "broken"
-    assert registry.model_status("broken").state == "LOADED"
+    assert (await registry.model_status("broken")).state == "LOADED"
     await registry.unload_all()
 
 
@@ -194,3 +194,34 @@ async def test_measured_sizes_cover_at_least_the_files(tiny_store: Path, model_b
     assert first.size_bytes >= model_bytes and second.size_bytes >= model_bytes
     assert registry.loaded_bytes == first.size_bytes + second.size_bytes
     await registry.unload_all()
+
+
+@pytest.mark.parametrize(
+    "bad", [{"batching": {"max_batch_size": "8"}}, {"batching": {"max_batch_size": 2.5}}]
+)
+async def test_a_hand_written_bad_setting_fails_the_load_with_its_name(tmp_path: Path, bad: dict) -> None:
+    _write_manifest(tmp_path, "typo", ["embedding"], SOURCES / "tiny-32-1", bad)
+    registry = make(tmp_path)
+    with pytest.raises(Unavailable, match="max_batch_size must be an integer"):
+        await asyncio.wait_for(registry.get("typo"), 60)  # refused at load, not a hang at batch time
+    assert (await registry.model_status("typo")).state == "FAILED"
+
+
+async def test_unknown_ids_record_nothing(tiny_store: Path) -> None:
+    metrics = Metrics()
+    registry = ModelRegistry(ModelStore(tiny_store), ThreadSettings(), RegistrySettings(), metrics)
+    for index in range(100):
+        with pytest.raises(ModelNotFound):
+            await registry.get(f"nope-{index}")
+    assert b"nope-" not in metrics.exposition()
+    assert not registry._misses and not registry._failed
+
+
+async def test_forgetting_a_model_removes_its_series(tiny_store: Path) -> None:
+    metrics = Metrics()
+    registry = ModelRegistry(ModelStore(tiny_store), ThreadSettings(), RegistrySettings(), metrics)
+    await registry.get(A)
+    assert f'model="{A}"'.encode() in metrics.exposition()
+    await registry.unload_all()
+    registry.forget(A)
+    assert f'model="{A}"'.encode() not in metrics.exposition()

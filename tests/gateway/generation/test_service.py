@@ -83,7 +83,7 @@ async def test_the_stream_adds_up_to_the_unary_result(
     prompt = "Count: 1, 2, 3,"
     params = GenerationParams(max_new_tokens=12, stop_sequences=("6,",), include_stop_sequence=False)
     unary = await service.generate(CTX, smollm, prompt, params)
-    chunks = [chunk async for chunk in service.stream(CTX, smollm, prompt, params)]
+    chunks = [chunk async for chunk in await service.stream(CTX, smollm, prompt, params)]
     assert "".join(chunk.generated_text for chunk in chunks) == unary.generated_text
     assert [c.details.finish_reason for c in chunks[:-1]] == [FinishReason.NOT_FINISHED] * (len(chunks) - 1)
     last = chunks[-1].details
@@ -149,7 +149,7 @@ async def test_stopping_a_stream_or_cancelling_a_request_frees_its_slot(
 ) -> None:
     scheduler = service.scheduler(smollm)
     long = GenerationParams(max_new_tokens=200, min_new_tokens=200)
-    stream = service.stream(CTX, smollm, "Tell me a story.", long)
+    stream = await service.stream(CTX, smollm, "Tell me a story.", long)
     async for chunk in stream:
         assert chunk.details.generated_tokens == 1
         break
@@ -169,7 +169,11 @@ async def test_errors_are_raised_at_the_call(
     service: GenerationService, smollm: TorchCausalLM, tmp_path: Path
 ) -> None:
     with pytest.raises(InvalidInput, match="non-empty"):
-        service.stream(CTX, smollm, "", GenerationParams())
+        await service.stream(CTX, smollm, "", GenerationParams())
+    with pytest.raises(InvalidInput, match="together more than the model's context of 8192"):
+        await service.generate(CTX, smollm, "word " * 4000, GenerationParams(max_new_tokens=5000))
+    with pytest.raises(InvalidInput, match="together more than the model's context"):
+        await service.stream(CTX, smollm, "hi", GenerationParams(max_new_tokens=100_000_000))
     with pytest.raises(InvalidInput, match="context holds 8192"):
         await service.generate(CTX, smollm, "word " * 9000, GenerationParams())
     truncated = await service.generate(
