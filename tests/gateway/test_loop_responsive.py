@@ -61,6 +61,8 @@ class ServedProcess:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
+            if self.process.stdout is not None:
+                self.process.stdout.close()
 
 
 @pytest.fixture
