@@ -239,8 +239,9 @@ class TaskService:
         try:
             yield
         finally:
-            if count:
-                self._inflight[model_id] = count
+            remaining = self._inflight[model_id] - 1  # others may have come and gone meanwhile
+            if remaining:
+                self._inflight[model_id] = remaining
             else:  # no entry for an idle model: the map holds only models with work
                 del self._inflight[model_id]
 

@@ -190,3 +190,19 @@ async def test_admission_sheds_beyond_the_inflight_limit(store: Path) -> None:
     assert shed[0].retry_after_s
     assert (await service.embed(CTX, MINILM, ["after the burst"], None)).vectors
     await service.close()
+
+
+async def test_admission_counts_overlapping_requests(store: Path) -> None:
+    registry = ModelRegistry(ModelStore(store), ThreadSettings())
+    service = TaskService(registry, RequestLimits(max_inflight_per_model=2), ThreadSettings())
+    first = service._admitted(MINILM)
+    second = service._admitted(MINILM)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first leaves while the second still runs
+    assert service._inflight == {MINILM: 1}
+    with service._admitted(MINILM), pytest.raises(Overloaded):  # 2 in flight: a third is shed
+        service._admitted(MINILM).__enter__()
+    second.__exit__(None, None, None)
+    assert service._inflight == {}  # idle models leave no entry
+    await service.close()
