@@ -23,6 +23,7 @@ from gateway.registry import ModelRegistry
 from gateway.settings import Settings
 from gateway.store import ModelStore, prepare_store
 from gateway.store_watch import watch_store
+from runtimes import export_worker
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +107,4 @@ class Gateway:
                 await task
         await self.core.close()
         await self.registry.unload_all()
+        await asyncio.to_thread(export_worker.shutdown)  # an export worker goes with the server

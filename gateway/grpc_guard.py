@@ -84,34 +84,30 @@ def guard_handler(handler: grpc.RpcMethodHandler, limit: int, method: str) -> gr
 def _unary_request(
     behaviour: Callable[..., Any], parse: Parse, limit: int, name: str, response_streaming: bool
 ) -> Callable[[bytes, Context], Awaitable[Any]]:
-    too_large = f"request message is larger than {limit} bytes"
-    malformed = f"malformed {name} message"
+    deserialize = _checked_deserializer(parse, limit, name)
     if response_streaming and inspect.isasyncgenfunction(behaviour):
 
         async def stream_out(raw: bytes, context: Context) -> None:
-            if len(raw) > limit:
-                await refuse(context, PayloadTooLarge(too_large))
             try:
-                request = parse(raw)
-            except Exception:
-                await refuse(context, InvalidInput(malformed))
+                request = deserialize(raw)
+            except TaskgateError as exc:
+                await refuse(context, exc)
             await _write_all(behaviour(request, context), context)
 
         return stream_out
 
-    async def unary_out(raw: bytes, context: Context) -> Any:
-        if len(raw) > limit:
-            await refuse(context, PayloadTooLarge(too_large))
+    async def unary_out(raw: bytes, context: Context) -> Any:  # the hot path: no extra coroutine
         try:
-            request = parse(raw)
-        except Exception:
-            await refuse(context, InvalidInput(malformed))
+            request = deserialize(raw)
+        except TaskgateError as exc:
+            await refuse(context, exc)
         return await behaviour(request, context)
 
     return unary_out
 
 
 def _checked_deserializer(parse: Parse, limit: int, name: str) -> Parse:
+    """``parse`` behind the method's size limit; failures are errors of the one table."""
     too_large = f"request message is larger than {limit} bytes"
     malformed = f"malformed {name} message"
 

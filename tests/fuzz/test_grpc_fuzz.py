@@ -36,6 +36,7 @@ from tests.conftest import MAX_REQUEST_BYTES, GatewayThread
 from tests.fuzz.conftest import GENERATION_MODEL, MODEL_IDS
 from tests.fuzz.proto_strategies import messages
 from tests.models import CLASSIFIER, MINILM
+from tests.wire_bytes import varint
 
 VALID_EXAMPLES = 80
 RANDOM_BYTES_EXAMPLES = 30
@@ -68,20 +69,11 @@ GENERATION = {"TextGenerationTaskPredict", "ServerStreamingTextGenerationTaskPre
 KNOWN_FAILURES: dict[str, str] = {}
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _nested(depth: int) -> bytes:
     """Field 1 holding field 1 holding ... ``depth`` levels: past protobuf's recursion limit."""
     inner = b""
     for _ in range(depth):
-        inner = b"\x0a" + _varint(len(inner)) + inner
+        inner = b"\x0a" + varint(len(inner)) + inner
     return inner
 
 
@@ -94,7 +86,7 @@ GARBAGE = {
     "group-wire-type": b"\x0b\x0c",
     "field-number-0": b"\x00\x01",
     "nested-200-deep": _nested(200),
-    "over-the-limit": b"\x7a" + _varint(MAX_REQUEST_BYTES) + b"x" * MAX_REQUEST_BYTES,
+    "over-the-limit": b"\x7a" + varint(MAX_REQUEST_BYTES) + b"x" * MAX_REQUEST_BYTES,
 }
 
 

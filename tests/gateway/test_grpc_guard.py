@@ -18,6 +18,7 @@ from gateway.wire import caikit_data_model_runtime_models_pb2 as models_pb2
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from tests.conftest import MAX_REQUEST_BYTES
 from tests.models import MINILM
+from tests.wire_bytes import varint
 
 META = (("mm-model-id", MINILM), ("x-request-id", "guard-test"))
 EMBED = "/caikit.runtime.Nlp.NlpService/EmbeddingTaskPredict"
@@ -57,7 +58,7 @@ def test_malformed_messages_are_invalid_argument(
 
 @pytest.mark.parametrize(("path", "kind"), [(EMBED, "unary"), (STREAM, "server-stream"), (REFLECT, "bidi")])
 def test_messages_over_the_request_limit_are_refused(channel: grpc.Channel, path: str, kind: str) -> None:
-    payload = b"\x7a" + _varint(MAX_REQUEST_BYTES) + b"x" * MAX_REQUEST_BYTES  # parses: an unknown field
+    payload = b"\x7a" + varint(MAX_REQUEST_BYTES) + b"x" * MAX_REQUEST_BYTES  # parses: an unknown field
     error = _raw_call(channel, path, payload, kind)
     assert error.code() == WIRE[ErrorKind.PAYLOAD_TOO_LARGE].grpc
     assert error.details() == f"request message is larger than {MAX_REQUEST_BYTES} bytes"
@@ -84,15 +85,6 @@ def test_valid_calls_still_work_through_the_guard(channel: grpc.Channel) -> None
         health_pb2.HealthCheckRequest().SerializeToString()
     )
     assert health_pb2.HealthCheckResponse.FromString(check).status == health_pb2.HealthCheckResponse.SERVING
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 class _Details:

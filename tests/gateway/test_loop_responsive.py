@@ -4,12 +4,7 @@ and another model's requests keep being answered, and the loop-lag metric says s
 from __future__ import annotations
 
 import base64
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,59 +15,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.models import SOURCES, _write_manifest, build_tiny_encoder
+from tests.served import ServedProcess
 
 BOUND_S = 0.050  # the issue's bound for /health and another model's request, on this machine
 # The CI machine may be several times slower: the bound scales with the idle latency measured in
 # the same run (50 ms is 25x the idle p50 of a request here), never below 50 ms.
 IDLE_FACTOR = 25
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)
 
 
-class ServedProcess:
-    """``taskgate serve`` in its own process (as a user runs it): the test's own threads and
-    the session's gateway never share its interpreter lock."""
-
-    def __init__(self, store: Path) -> None:
-        env = {**os.environ, "TASKGATE_MODEL_STORE": str(store), "TASKGATE_GRPC_PORT": "0"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--http-port", "0", "--preload", "steady"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = ""
-        while "Taskgate serving" not in line:
-            line = self.process.stdout.readline()
-            assert line or self.process.poll() is None, "taskgate exited before serving"
-        match = re.search(r"HTTP (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        self.http = match.group(1)
-        self.store = store
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            assert self.process.wait(timeout=60) == 0
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-
-
 @pytest.fixture
-def busy_gateway(tmp_path: Path) -> Iterator[ServedProcess]:
+def busy_gateway(tmp_path: Path) -> Iterator[tuple[ServedProcess, Path]]:
     own = tmp_path / "store"
     own.mkdir()
     _write_manifest(own, "steady", ["embedding"], build_tiny_encoder(SOURCES / "tiny-32-7", 32, 7), {})
-    server = ServedProcess(own)
-    yield server
-    server.stop()
+    server = ServedProcess(["--preload", "steady"], {"TASKGATE_MODEL_STORE": str(own)})
+    yield server, own
+    assert server.stop() == 0
 
 
 def _probe(url: str, stop: threading.Event, health: list[float], steady: list[float]) -> None:
@@ -103,13 +62,15 @@ def _lag_max(client: httpx.Client) -> float:
     raise AssertionError("no loop-lag metric")
 
 
-def test_health_and_other_models_answer_while_models_come_and_go(busy_gateway: ServedProcess) -> None:
-    url = busy_gateway.http
+def test_health_and_other_models_answer_while_models_come_and_go(
+    busy_gateway: tuple[ServedProcess, Path],
+) -> None:
+    served, store = busy_gateway
+    url = served.http
     fresh = SOURCES / "tiny-fresh"  # exported anew on each run: a real export under traffic
     shutil.rmtree(fresh, ignore_errors=True)
     build_tiny_encoder(SOURCES / "tiny-48-8", 48, 8)
     shutil.copytree(SOURCES / "tiny-48-8", fresh)
-    store = busy_gateway.store
     _write_manifest(store, "exported", ["embedding"], fresh, {})
     health: list[float] = []
     steady: list[float] = []
