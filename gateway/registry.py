@@ -208,13 +208,10 @@ class ModelRegistry:
         current = await asyncio.to_thread(self._read_manifests, [m for m, _ in loaded if m in present])
         gone = [model for model_id, model in loaded if current.get(model_id) != model.manifest]
         self._failed.clear()  # the store changed: a failed model may load now
-        for model_id in [*self._misses, *self._sizes, *self._pins]:
-            if model_id not in present:
-                self.forget(model_id)
         await asyncio.gather(*(self._unload(model) for model in gone))
-        for model in gone:
-            if model.model_id not in present:
-                self.forget(model.model_id)
+        for model_id in {*self._misses, *self._sizes, *self._pins, *(m.model_id for m in gone)}:
+            if model_id not in present:  # after the unloads: their timings are series too
+                self.forget(model_id)
         return [model.model_id for model in gone]
 
     def _read_manifests(self, model_ids: list[str]) -> dict[str, ModelManifest | None]:
@@ -238,9 +235,8 @@ class ModelRegistry:
 
     async def status(self) -> list[ModelStatus]:
         """Every model in the store (the store is read, and sources sized, off the event loop)."""
-        model_ids = await asyncio.to_thread(self.store.model_ids)
-        disk = await asyncio.to_thread(self._disk_view, model_ids)
-        return [self._status(model_id, *disk[model_id]) for model_id in model_ids]
+        disk = await asyncio.to_thread(self._disk_view, None)
+        return [self._status(model_id, *view) for model_id, view in disk.items()]
 
     async def model_status(self, model_id: str) -> ModelStatus:
         validate_model_id(model_id)
@@ -249,11 +245,12 @@ class ModelRegistry:
             raise ModelNotFound(f"model {model_id!r} is not in the model store")
         return self._status(model_id, manifest, estimate)
 
-    def _disk_view(self, model_ids: list[str]) -> dict[str, tuple[ModelManifest | str | None, int]]:
-        """Per model: its manifest (or why it cannot be read; None: not in the store) and the
-        size to show when it is not loaded. Reads files: run it in a thread."""
+    def _disk_view(self, model_ids: list[str] | None) -> dict[str, tuple[ModelManifest | str | None, int]]:
+        """Per model (None: every model of the store): its manifest (or why it cannot be read;
+        None: not in the store) and the size to show when it is not loaded. Reads files: run it
+        in a thread."""
         view: dict[str, tuple[ModelManifest | str | None, int]] = {}
-        for model_id in model_ids:
+        for model_id in self.store.model_ids() if model_ids is None else model_ids:
             try:
                 manifest = self.store.manifest(model_id)
             except ModelNotFound:
