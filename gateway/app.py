@@ -13,8 +13,8 @@ import grpc
 import uvicorn
 
 from gateway.core import TaskService
-from gateway.grpc_frontend import start_grpc
-from gateway.http_frontend import create_app
+from gateway.frontends.grpc.server import start_grpc
+from gateway.frontends.http.app import create_app
 from gateway.loop_lag import watch_loop_lag
 from gateway.management import ModelManagement
 from gateway.memory import limit_arenas

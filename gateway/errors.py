@@ -1,18 +1,16 @@
-"""The one error taxonomy of Taskgate and the ONE table mapping it onto the wire.
+"""The one error taxonomy of Taskgate, protocol-neutral.
 
-Every failure a client can see is a ``TaskgateError`` subclass. Frontends never choose codes
-themselves: they look the error's ``kind`` up in ``WIRE`` to get the gRPC status code and the
-HTTP status. A failure that is not a ``TaskgateError`` is an internal error: the client gets
-INTERNAL / 500 with a request id, the stack trace goes only to the log.
+Every failure a client can see is a ``TaskgateError`` subclass with a ``kind``. The core raises
+them and knows no transport; the frontends map a kind onto the wire with the ONE table in
+``gateway.frontends.wire_codes`` (gRPC status code and HTTP status). A failure that is not a
+``TaskgateError`` is an internal error: the client gets INTERNAL / 500 with a request id, the
+stack trace goes only to the log.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
-
-import grpc
 
 
 class ErrorKind(enum.Enum):
@@ -30,32 +28,6 @@ class ErrorKind(enum.Enum):
     INTERNAL = "internal"
 
 
-@dataclass(frozen=True)
-class WireCode:
-    grpc: grpc.StatusCode
-    http: int
-
-
-# The single table. A parametrized test raises every kind over both transports.
-WIRE: dict[ErrorKind, WireCode] = {
-    ErrorKind.INVALID_INPUT: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 400),
-    ErrorKind.PAYLOAD_TOO_LARGE: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 413),
-    ErrorKind.MODEL_NOT_FOUND: WireCode(grpc.StatusCode.NOT_FOUND, 404),
-    # No such endpoint: an HTTP path nothing serves, or a gRPC method no service has (gRPC's own
-    # code for that is UNIMPLEMENTED, and clients rely on it: grpcurl falls back from reflection
-    # v1 to v1alpha on it). A known path with the wrong HTTP verb is 405; gRPC has no verbs.
-    ErrorKind.ROUTE_NOT_FOUND: WireCode(grpc.StatusCode.UNIMPLEMENTED, 404),
-    ErrorKind.METHOD_NOT_ALLOWED: WireCode(grpc.StatusCode.UNIMPLEMENTED, 405),
-    ErrorKind.ALREADY_EXISTS: WireCode(grpc.StatusCode.ALREADY_EXISTS, 409),
-    ErrorKind.TASK_NOT_SUPPORTED: WireCode(grpc.StatusCode.INVALID_ARGUMENT, 400),
-    ErrorKind.OVERLOADED: WireCode(grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
-    ErrorKind.DEADLINE_EXCEEDED: WireCode(grpc.StatusCode.DEADLINE_EXCEEDED, 504),
-    ErrorKind.UNAVAILABLE: WireCode(grpc.StatusCode.UNAVAILABLE, 503),
-    ErrorKind.CANCELLED: WireCode(grpc.StatusCode.CANCELLED, 499),
-    ErrorKind.INTERNAL: WireCode(grpc.StatusCode.INTERNAL, 500),
-}
-
-
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
@@ -69,10 +41,6 @@ class TaskgateError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
-
-    @property
-    def wire(self) -> WireCode:
-        return WIRE[self.kind]
 
 
 class InvalidInput(TaskgateError):

@@ -7,11 +7,17 @@ from typing import Any
 
 import numpy as np
 
+from gateway import __version__
+
 
 @dataclass(frozen=True)
 class Producer:
     name: str
     version: str
+
+
+# the producer named in generation results (Caikit's GeneratedTextResult.producer_id)
+GENERATION_PRODUCER = Producer(name="taskgate causal-lm", version=__version__)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from gateway.errors import WIRE, ErrorKind
-from gateway.grpc_guard import DEPLOY_METHOD, RequestGuard
+from gateway.errors import ErrorKind
+from gateway.frontends.grpc.guard import DEPLOY_METHOD, RequestGuard
+from gateway.frontends.wire_codes import WIRE
 from gateway.wire import caikit_data_model_common_file_pb2 as file_pb2
 from gateway.wire import caikit_data_model_runtime_models_pb2 as models_pb2
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp

@@ -11,7 +11,8 @@ import grpc
 import httpx
 import pytest
 
-from gateway.errors import WIRE, ErrorKind
+from gateway.errors import ErrorKind
+from gateway.frontends.wire_codes import WIRE
 from gateway.wire import caikit_data_model_common_file_pb2 as common_file_pb2
 from gateway.wire import caikit_data_model_runtime_models_pb2 as caikit_models_pb2
 from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.core import RequestContext, TaskService
-from gateway.grpc_common import rpc
+from gateway.frontends.grpc.common import rpc
 from gateway.info import model_info
 from gateway.management import ModelFile, ModelManagement
 from gateway.registry import ModelStatus

@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from gateway import http_schemas as schemas
 from gateway.core import TaskService
 from gateway.errors import InvalidInput
+from gateway.frontends.http import schemas
 from gateway.info import model_info
 from gateway.management import ModelFile, ModelManagement
 from gateway.registry import ModelStatus

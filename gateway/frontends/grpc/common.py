@@ -12,6 +12,7 @@ import grpc
 
 from gateway.core import RequestContext
 from gateway.errors import TaskgateError, internal, new_request_id
+from gateway.frontends.wire_codes import wire_code
 
 log = logging.getLogger(__name__)
 
@@ -77,4 +78,4 @@ async def abort(context: Context, exc: TaskgateError, request_id: str) -> None:
     if exc.retry_after_s is not None:
         trailers.append(("retry-after", str(int(max(1, exc.retry_after_s)))))
     context.set_trailing_metadata(tuple(trailers))
-    await context.abort(exc.wire.grpc, exc.message)
+    await context.abort(wire_code(exc).grpc, exc.message)

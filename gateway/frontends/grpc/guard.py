@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import grpc
 
 from gateway.errors import InvalidInput, PayloadTooLarge, RouteNotFound, TaskgateError, new_request_id
-from gateway.grpc_common import REQUEST_ID_KEY, Context, abort, metadata
+from gateway.frontends.grpc.common import REQUEST_ID_KEY, Context, abort, metadata
 
 DEPLOY_METHOD = "/caikit.runtime.models.ModelManagement/DeployModel"
 Parse = Callable[[bytes], Any]

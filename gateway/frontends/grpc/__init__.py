@@ -1,0 +1,1 @@
+"""gRPC doors: one module per protocol (caikit_nlp, management), assembled by server.py."""

@@ -1,0 +1,117 @@
+"""The gRPC server (grpc.aio): every gRPC door on one server, with health and reflection.
+
+The doors: Caikit's NlpService (caikit_nlp) and InfoService, model management, ModelMesh's
+runtime SPI. A request guard checks sizes and parses before any servicer runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.core import TaskService
+from gateway.frontends.grpc.caikit_nlp import NlpServicer
+from gateway.frontends.grpc.guard import DEPLOY_METHOD, RequestGuard
+from gateway.frontends.grpc.management import (
+    CaikitModelManagementServicer,
+    ModelControlServicer,
+    ModelMeshRuntimeServicer,
+)
+from gateway.info import models_info, runtime_info
+from gateway.management import ModelManagement
+from gateway.settings import RegistrySettings, ServerSettings
+from gateway.wire import caikit_data_model_common_runtime_pb2 as runtime_pb2
+from gateway.wire import caikit_runtime_info_pb2, caikit_runtime_info_pb2_grpc
+from gateway.wire import caikit_runtime_models_pb2 as caikit_models_pb2
+from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc
+from gateway.wire import caikit_runtime_nlp_pb2 as nlp_pb2
+from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
+from gateway.wire import modelmesh_model_runtime_pb2 as mmesh_pb2
+from gateway.wire import modelmesh_model_runtime_pb2_grpc as mmesh_grpc
+from gateway.wire import taskgate_management_pb2 as control_pb2
+from gateway.wire import taskgate_management_pb2_grpc as control_grpc
+
+log = logging.getLogger(__name__)
+
+
+class InfoServicer(caikit_runtime_info_pb2_grpc.InfoServiceServicer):
+    def __init__(self, core: TaskService) -> None:
+        self._core = core
+
+    async def GetRuntimeInfo(self, request: Any, context: Any) -> runtime_pb2.RuntimeInfoResponse:
+        info = runtime_info()
+        return runtime_pb2.RuntimeInfoResponse(
+            runtime_version=info["runtime_version"], python_packages=info["python_packages"]
+        )
+
+    async def GetModelsInfo(self, request: Any, context: Any) -> runtime_pb2.ModelInfoResponse:
+        wanted = set(request.model_ids)
+        models = [
+            runtime_pb2.ModelInfo(**info)
+            for info in await models_info(self._core.registry)
+            if not wanted or info["name"] in wanted
+        ]
+        return runtime_pb2.ModelInfoResponse(models=models)
+
+
+SERVICE_NAMES = (
+    nlp_pb2.DESCRIPTOR.services_by_name["NlpService"].full_name,
+    caikit_runtime_info_pb2.DESCRIPTOR.services_by_name["InfoService"].full_name,
+    caikit_models_pb2.DESCRIPTOR.services_by_name["ModelManagement"].full_name,
+    control_pb2.DESCRIPTOR.services_by_name["ModelControl"].full_name,
+    mmesh_pb2.DESCRIPTOR.services_by_name["ModelRuntime"].full_name,
+)
+
+
+def modelmesh_address(endpoint: str, host: str) -> str:
+    """ModelMesh's ``port:N`` / ``unix:PATH`` endpoint notation as a gRPC listen address."""
+    if endpoint.startswith("port:"):
+        return f"{host}:{int(endpoint[5:])}"
+    if endpoint.startswith("unix:"):
+        return endpoint
+    raise ValueError(f"ModelMesh endpoint must be port:N or unix:PATH, got {endpoint!r}")
+
+
+async def start_grpc(
+    core: TaskService, management: ModelManagement, settings: ServerSettings, registry: RegistrySettings
+) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server; returns it and the bound port (useful when the port is 0)."""
+    largest = max(settings.max_request_bytes, settings.max_deploy_bytes)
+    guard = RequestGuard(settings.max_request_bytes, {DEPLOY_METHOD: settings.max_deploy_bytes})
+    server = grpc.aio.server(
+        interceptors=[guard],  # per-method limits below this server-wide one (deploys carry files)
+        options=[
+            ("grpc.max_receive_message_length", largest),
+            # Responses may be larger than their request (rerank echoes the documents for every
+            # query; HTTP serves those too), so they get the largest bound, not the task one.
+            ("grpc.max_send_message_length", largest),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    nlp_grpc.add_NlpServiceServicer_to_server(NlpServicer(core), server)
+    caikit_runtime_info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(core), server)
+    caikit_models_grpc.add_ModelManagementServicer_to_server(
+        CaikitModelManagementServicer(management), server
+    )
+    control_grpc.add_ModelControlServicer_to_server(ModelControlServicer(management, core), server)
+    mmesh = ModelMeshRuntimeServicer(management, registry.memory_budget_bytes, registry.max_concurrent_loads)
+    mmesh_grpc.add_ModelRuntimeServicer_to_server(mmesh, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+    if settings.modelmesh_endpoint:
+        address = modelmesh_address(settings.modelmesh_endpoint, settings.host)
+        if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+            raise OSError(f"cannot bind the ModelMesh endpoint {address}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

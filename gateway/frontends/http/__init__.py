@@ -1,0 +1,1 @@
+"""REST doors: one module per protocol (caikit_tasks, management), assembled by app.py."""

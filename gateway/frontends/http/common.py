@@ -1,0 +1,74 @@
+"""HTTP plumbing shared by every REST door: request ids, deadlines, disconnects, SSE framing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from gateway.core import RequestContext
+from gateway.errors import Cancelled, InvalidInput, new_request_id
+
+REQUEST_ID_HEADER = "x-request-id"
+TIMEOUT_HEADER = "x-request-timeout-ms"  # the HTTP counterpart of a gRPC deadline
+Json = dict[str, Any]
+T = TypeVar("T")
+
+
+def request_id(request: Request) -> str:
+    """The caller's x-request-id, or one made once per request and kept on its state."""
+    value: str | None = getattr(request.state, "request_id", None)
+    if value is None:
+        value = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+        request.state.request_id = value
+    return value
+
+
+def deadline(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        timeout_ms = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{TIMEOUT_HEADER} must be a number of milliseconds, got {raw!r}") from None
+    if not math.isfinite(timeout_ms):  # NaN compared false everywhere: the request waited forever
+        raise InvalidInput(f"{TIMEOUT_HEADER} must be a finite number of milliseconds, got {raw!r}")
+    if timeout_ms < 0:
+        raise InvalidInput(f"{TIMEOUT_HEADER} must not be negative, got {raw!r}")
+    return time.monotonic() + timeout_ms / 1000.0
+
+
+def request_context(request: Request) -> RequestContext:
+    return RequestContext(request_id=request_id(request), deadline=deadline(request))
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (so its rows are dropped)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise Cancelled("the client disconnected")
+    return task.result()
+
+
+def sse(data: Json) -> str:
+    """One server-sent event holding one JSON document."""
+    return f"data: {json.dumps(data)}\n\n"
