@@ -1,0 +1,1 @@
+"""Tuning jobs: the persistent job store, the queue and the worker processes."""
