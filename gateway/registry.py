@@ -14,6 +14,9 @@
   end UNAVAILABLE), and only then does the runtime go.
 - Per-model state and metric series exist only for models in the store: a request naming an
   unknown id is NOT_FOUND before anything is recorded, and ``forget()`` drops a removed model's.
+- Derived models (``add_derived``) are served like store models under keys no client can name
+  directly (an adapter host "<base>+peft", a tuned classifier "<name>@<version>"): they are built
+  from a store model's manifest and go when that model leaves the store or changes.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class ModelRegistry:
         self._failed: dict[str, _Failure] = {}
         self._sizes: dict[str, int] = {}  # measured sizes, remembered across unloads
         self._misses: dict[str, int] = {}
+        # key -> (its manifest, the store manifest of the model it derives from)
+        self._derived: dict[str, tuple[ModelManifest, ModelManifest]] = {}
         self._pins: set[str] = set()
         self._load_slots: asyncio.Semaphore | None = None
         self._unload_listeners: list[Callable[[LoadedModel], Awaitable[None]]] = []
@@ -194,6 +199,24 @@ class ModelRegistry:
         if loaded is not None:
             loaded.manifest = updated
 
+    def add_derived(self, manifest: ModelManifest, base: ModelManifest) -> None:
+        """Serve ``manifest`` under its ``model_id`` (a key outside the store's id space), derived
+        from the store model ``base``. Re-adding a key with another manifest unloads nothing:
+        call it before the first ``get`` of the key, or ``unload`` the key first."""
+        self._derived[manifest.model_id] = (manifest, base)
+
+    def derived(self, model_id: str) -> ModelManifest | None:
+        entry = self._derived.get(model_id)
+        return entry[0] if entry else None
+
+    async def drop_derived(self, model_id: str) -> None:
+        """Unload (draining) a derived model and stop serving its key."""
+        model = self._loaded.get(model_id)
+        if model is not None:
+            await self._unload(model)
+        self._derived.pop(model_id, None)
+        self.forget(model_id)
+
     def forget(self, model_id: str) -> None:
         """Drop what is kept about a model that left the store (counters, back-off, metric series)."""
         for kept in (self._misses, self._failed, self._sizes):
@@ -206,7 +229,19 @@ class ModelRegistry:
         loaded = list(self._loaded.items())
         present = set(await asyncio.to_thread(self.store.model_ids))
         current = await asyncio.to_thread(self._read_manifests, [m for m, _ in loaded if m in present])
-        gone = [model for model_id, model in loaded if current.get(model_id) != model.manifest]
+        gone = [
+            model
+            for model_id, model in loaded
+            if model_id not in self._derived and current.get(model_id) != model.manifest
+        ]
+        bases = await asyncio.to_thread(
+            self._read_manifests, sorted({base.model_id for _, base in self._derived.values()} & present)
+        )
+        stale = [key for key, (_, base) in self._derived.items() if bases.get(base.model_id) != base]
+        gone += [self._loaded[key] for key in stale if key in self._loaded]
+        for key in stale:
+            del self._derived[key]
+        present |= set(self._derived)
         self._failed.clear()  # the store changed: a failed model may load now
         await asyncio.gather(*(self._unload(model) for model in gone))
         for model_id in {*self._misses, *self._sizes, *self._pins, *(m.model_id for m in gone)}:
@@ -288,6 +323,9 @@ class ModelRegistry:
             ) from None
 
     def _manifest(self, model_id: str) -> ModelManifest:
+        derived = self._derived.get(model_id)
+        if derived is not None:
+            return derived[0]
         try:
             return self.store.manifest(model_id)
         except ManifestError as exc:
