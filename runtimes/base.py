@@ -31,7 +31,19 @@ class ThreadSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+class RuntimeUnavailable(RuntimeError):
+    """What a runtime raises when its backend cannot answer now (a remote server refused the
+    connection, timed out, failed with a 5xx or sent a malformed answer). The message is the
+    reason, written for clients (no secrets): the gateway answers UNAVAILABLE with it, for the
+    whole batch (running its rows one by one would only repeat the failure)."""
+
+
 class Runtime(abc.ABC, Generic[BatchT, OutputT]):
+    # Threads of its own for a runtime that mostly waits on I/O (a remote server): the gateway
+    # runs this model's batches on a pool of this many threads, not on the pool shared by local
+    # models, so a slow or gone remote never holds their threads. 0: the shared pool.
+    io_threads: int = 0
+
     @abc.abstractmethod
     def load(self) -> None:
         """Bring the model into memory (may build or fetch artefacts first)."""
@@ -63,7 +75,7 @@ class TokenRow:
         return len(self.ids)
 
 
-def pad_rows(rows: list[TokenRow], pad_id: int = 0) -> TokenizedBatch:
+def pad_rows(rows: list[TokenRow], pad_id: int = 0, deadline: float | None = None) -> TokenizedBatch:
     """Right-pad rows to the longest one, with the attention mask marking real tokens."""
     width = max(len(row) for row in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -73,7 +85,7 @@ def pad_rows(rows: list[TokenRow], pad_id: int = 0) -> TokenizedBatch:
         ids[index, : len(row)] = row.ids
         types[index, : len(row)] = row.type_ids
         mask[index, : len(row)] = 1
-    return TokenizedBatch(ids, mask, types, tuple(len(row) for row in rows))
+    return TokenizedBatch(ids, mask, types, tuple(len(row) for row in rows), deadline)
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,10 @@ class TokenizedBatch:
     attention_mask: np.ndarray  # int64 [rows, tokens]
     token_type_ids: np.ndarray  # int64 [rows, tokens]
     token_counts: tuple[int, ...]  # real (unpadded) tokens of each row
+    # time.monotonic() seconds by which the batch must be answered: the latest deadline of its
+    # rows (a row whose own deadline passes first is answered DeadlineExceeded by the batcher).
+    # A runtime that waits on I/O bounds its call by it; local engines ignore it. None: no bound.
+    deadline: float | None = None
 
     @property
     def rows(self) -> int:
@@ -103,6 +119,9 @@ class EncoderRuntime(Runtime[TokenizedBatch, np.ndarray]):
     head: str  # "embedding" or "classification"
     labels: tuple[str, ...]  # class labels, empty for an embedding head
     max_tokens: int  # longest sequence the model accepts, special tokens included
+    # the tensors run_batch reads: input_ids and attention_mask, and token_type_ids when the
+    # model uses them (known once loaded)
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 
     @abc.abstractmethod
     def tokenize_rows(self, texts: list[str], truncate_to: int | None) -> list[TokenRow | ValueError]:

@@ -2,7 +2,8 @@
 
 The model folder is a Hugging Face folder (optionally with sentence-transformers' modules.json,
 1_Pooling/ and sentence_bert_config.json). It is exported once with Optimum and cached; the
-tokenizer is the folder's ``tokenizer.json`` run by the ``tokenizers`` library directly.
+tokenizer is the folder's ``tokenizer.json`` run by the ``tokenizers`` library directly
+(runtimes.encoder_tokenizer, shared with the remote v2 encoder).
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ from typing import Any
 import numpy as np
 
 from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch, TokenRow
+from runtimes.encoder_tokenizer import EncoderTokenizer, InputTooLong, max_tokens_of, read_json
 from runtimes.ort_session import OPTIMIZED, create_session
-from runtimes.tokenizer_cache import shared_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-class InputTooLong(ValueError):
-    """A text has more tokens than allowed and truncation was not requested."""
+__all__ = ["InputTooLong", "OnnxEncoder"]  # InputTooLong: where callers have always imported it
 
 
 class OnnxEncoder(EncoderRuntime):
@@ -32,19 +30,17 @@ class OnnxEncoder(EncoderRuntime):
         self._source = source
         self._work_dir = work_dir
         self._threads = threads
-        config = _read_json(source / "config.json")
+        config = read_json(source / "config.json")
         architectures = config.get("architectures") or []
         is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         self.head = "classification" if is_classifier else "embedding"
         self.labels = _labels(config) if is_classifier else ()
         self._multi_label = config.get("problem_type") == "multi_label_classification"
-        self.max_tokens = int(options.get("max_tokens") or _max_tokens(source, config))
+        self.max_tokens = int(options.get("max_tokens") or max_tokens_of(source, config))
         self._pooling = _pooling_mode(source)
         self._normalize = _has_normalize(source)
         self._session: Any = None
-        self._input_names: tuple[str, ...] = ()
-        self._tokenizer_json = source / "tokenizer.json"
-        self._by_limit: dict[int, Any] = {}  # truncation limit -> tokenizer
+        self._text = EncoderTokenizer(source, self.max_tokens)  # the export's copy once loaded
         self._size = 0
 
     # -- Runtime -------------------------------------------------------------------------
@@ -61,16 +57,11 @@ class OnnxEncoder(EncoderRuntime):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session, graph = create_session(folder / "model.onnx", options)
-        self._input_names = tuple(i.name for i in self._session.get_inputs())
-        self._tokenizer_json = folder / "tokenizer.json"
-        self._by_limit = {}
-        base = shared_tokenizer(self._tokenizer_json)
-        self._base_tokenizer = base
-        pad_token = _read_json(folder / "special_tokens_map.json").get("pad_token")
-        if isinstance(pad_token, dict):
-            pad_token = pad_token.get("content")
-        pad_id = base.token_to_id(pad_token) if isinstance(pad_token, str) else None
-        self.pad_id = pad_id if pad_id is not None else 0
+        self.input_names = tuple(i.name for i in self._session.get_inputs())
+        text = EncoderTokenizer(folder, self.max_tokens)
+        text.load()
+        self._text = text
+        self.pad_id = text.pad_id
         skipped = {"model.onnx", OPTIMIZED} - {graph.name}  # the graph not loaded holds nothing
         self._size = sum(
             p.stat().st_size
@@ -94,7 +85,7 @@ class OnnxEncoder(EncoderRuntime):
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
         }
-        outputs = self._session.run(None, {name: feeds[name] for name in self._input_names})
+        outputs = self._session.run(None, {name: feeds[name] for name in self.input_names})
         first = np.asarray(outputs[0], dtype=np.float32)
         if self.head == "classification":
             return _probabilities(first, self._multi_label)
@@ -102,49 +93,15 @@ class OnnxEncoder(EncoderRuntime):
 
     # -- EncoderRuntime ------------------------------------------------------------------
     def tokenizer_ready(self, truncate_to: int | None) -> bool:
-        return self._limit(truncate_to) in self._by_limit
+        return self._text.ready(truncate_to)
 
     def tokenize_rows(self, texts: list[str], truncate_to: int | None) -> list[TokenRow | ValueError]:
-        limit = self._limit(truncate_to)
-        rows: list[TokenRow | ValueError] = []
-        for index, encoding in enumerate(self._tokenizer(limit).encode_batch(texts)):
-            if truncate_to is None and encoding.overflowing:
-                where = f"input {index}" if len(texts) > 1 else "the input"
-                rows.append(
-                    InputTooLong(
-                        f"{where} is longer than the model's limit of {self.max_tokens} tokens; "
-                        "shorten it or set truncate_input_tokens to truncate it"
-                    )
-                )
-            else:
-                rows.append(TokenRow(tuple(encoding.ids), tuple(encoding.type_ids)))
-        return rows
+        return self._text.rows(texts, truncate_to)
 
     def tokens(self, text: str) -> list[Token]:
-        encoding = self._base_tokenizer.encode(text)
-        return [
-            Token(text=text[start:end], start=start, end=end)
-            for (start, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True)
-            if not special
-        ]
+        return self._text.tokens(text)
 
     # -- helpers -------------------------------------------------------------------------
-    def _limit(self, truncate_to: int | None) -> int:
-        return self.max_tokens if truncate_to is None else max(2, min(truncate_to, self.max_tokens))
-
-    def _tokenizer(self, limit: int) -> Any:
-        """A tokenizer truncating at ``limit`` (shared with models of the same tokenizer).
-
-        Remembered per limit here too: the shared cache is keyed by the file's fingerprint, a
-        stat per call, which costs more than tokenizing a short text.
-        """
-        found = self._by_limit.get(limit)
-        if found is None:
-            if len(self._by_limit) >= 8:  # callers choose limits: keep a few, as the shared cache does
-                self._by_limit.clear()
-            found = self._by_limit[limit] = shared_tokenizer(self._tokenizer_json, limit)
-        return found
-
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._pooling == "cls":
             pooled = hidden[:, 0, :]
@@ -163,31 +120,13 @@ def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return data if isinstance(data, dict) else {}
-
-
 def _labels(config: dict[str, Any]) -> tuple[str, ...]:
     id2label = config.get("id2label") or {}
     return tuple(str(id2label[key]) for key in sorted(id2label, key=int))
 
 
-def _max_tokens(source: Path, config: dict[str, Any]) -> int:
-    st_config = _read_json(source / "sentence_bert_config.json")
-    if st_config.get("max_seq_length"):
-        return int(st_config["max_seq_length"])
-    tokenizer_max = _read_json(source / "tokenizer_config.json").get("model_max_length")
-    positions = int(config.get("max_position_embeddings") or 512)
-    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < positions:
-        return tokenizer_max
-    return positions
-
-
 def _pooling_mode(source: Path) -> str:
-    pooling = _read_json(source / "1_Pooling" / "config.json")
+    pooling = read_json(source / "1_Pooling" / "config.json")
     return "cls" if pooling.get("pooling_mode_cls_token") else "mean"
 
 
