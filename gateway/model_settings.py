@@ -53,6 +53,7 @@ BY_RUNTIME: dict[str, dict[str, Check]] = {
     "onnx-encoder": _ENCODER,
     "onnx-causal-lm": _CAUSAL_LM,
     "torch-causal-lm": _CAUSAL_LM,
+    "torch-classifier": {**_ENCODER, "adapter": _text},
 }
 
 

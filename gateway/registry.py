@@ -391,7 +391,7 @@ class ModelRegistry:
 
     def _load_sync(self, manifest: ModelManifest) -> LoadedModel:
         started = time.perf_counter()
-        factory = factory_for(manifest.runtime)
+        factory = factory_for(manifest.runtime, derived=manifest.model_id in self._derived)
         runtime = factory(
             source=manifest.source, work_dir=manifest.folder, options=manifest.settings, threads=self._threads
         )

@@ -20,10 +20,18 @@ RUNTIMES: dict[str, str] = {
     "onnx-encoder": "runtimes.onnx_encoder:OnnxEncoder",
     "onnx-causal-lm": "runtimes.onnx_generation:OnnxCausalLM",
     "torch-causal-lm": "runtimes.torch_generation:TorchCausalLM",
+    "torch-classifier": "runtimes.torch_classifier:TorchClassifier",
 }
+# Runtimes the gateway builds itself for models it derives (a tuned classifier from its adapter):
+# a manifest in the store or a deploy cannot name them, since their settings hold paths.
+DERIVED_ONLY = frozenset({"torch-classifier"})
 
 
-def factory_for(name: str) -> RuntimeFactory:
+def factory_for(name: str, *, derived: bool = False) -> RuntimeFactory:
+    if name in DERIVED_ONLY and not derived:
+        raise ValueError(
+            f"runtime {name!r} serves tuned adapters the gateway publishes; a manifest cannot name it"
+        )
     try:
         target = RUNTIMES[name]
     except KeyError:
