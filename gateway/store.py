@@ -179,6 +179,10 @@ class ModelStore:
             raise ModelNotFound(f"model {model_id!r} is not in the model store")
         return ModelManifest.read(folder)
 
+    def exists(self, model_id: str) -> bool:
+        """Whether the store holds a model of this id (False for an invalid id)."""
+        return is_model_id(model_id) and (self.root / model_id / MANIFEST).is_file()
+
     def model_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []

@@ -19,12 +19,25 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtimes.base import Runtime
 
 if TYPE_CHECKING:
     import torch
+
+
+class AdapterUnsupported(ValueError):
+    """The engine cannot hold adapters (PEFT adapters are served by the torch engine)."""
+
+
+class ChatTemplateError(ValueError):
+    """The chat messages cannot be rendered into a prompt; the message says why."""
+
+
+class NoChatTemplate(ChatTemplateError):
+    """The model's tokenizer carries no chat template."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class NewSequence:
     seq_id: int
     input_ids: tuple[int, ...]
     prompt_logprobs: bool = False  # also return the log-probability of each prompt token
+    adapter: str | None = None  # the key of the adapter the sequence runs with; None: the base model
 
     @property
     def length(self) -> int:
@@ -106,3 +120,24 @@ class CausalLMRuntime(Runtime[GenerationStep, StepOutput]):
     @abc.abstractmethod
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         """The vocabulary entry of each token id (as the tokenizer spells it)."""
+
+    @property
+    def adapter_keys(self) -> frozenset[str]:
+        """Keys of the adapters this runtime holds."""
+        return frozenset()
+
+    def load_adapter(self, key: str, folder: Path, task: int | None = None) -> None:
+        """Load the PEFT adapter in ``folder`` under ``key`` (safe while steps run in another
+        thread); ``task`` picks the task of a multi-task prompt. Sequences name it by key."""
+        raise AdapterUnsupported("this engine holds no adapters; torch-causal-lm serves PEFT adapters")
+
+    def unload_adapter(self, key: str) -> None:
+        """Drop an adapter; sequences still running with it must have been released."""
+        raise AdapterUnsupported("this engine holds no adapters")
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+        """The prompt text of chat ``messages`` ({"role", "content"} each) in the model's own chat
+        template, ending with the assistant's turn when ``add_generation_prompt``. Raises
+        ``NoChatTemplate`` when the model has none, ``ChatTemplateError`` when the template
+        refuses the messages (e.g. roles out of order)."""
+        raise NoChatTemplate("this model has no chat template")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 
 from runtimes.base import ThreadSettings
-from runtimes.causal_lm import CausalLMRuntime, GenerationLimits, GenerationStep, NewSequence, StepOutput
+from runtimes.causal_lm import (
+    CausalLMRuntime,
+    ChatTemplateError,
+    GenerationLimits,
+    GenerationStep,
+    NewSequence,
+    NoChatTemplate,
+    StepOutput,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +74,10 @@ class ForwardInputs:
     attention_mask: np.ndarray  # int64 [rows, past + new]
     position_ids: np.ndarray  # int64 [rows, new]
     logits_to_keep: int  # 1: only the last position's logits are needed; 0: every position's
+    adapters: tuple[str | None, ...] = ()  # each row's adapter key (empty: all rows on the base)
+    # prefill only: the column where each row's sequence starts; a row whose adapter is a prompt
+    # has its virtual tokens there (their input ids are placeholders the engine replaces)
+    starts: tuple[int, ...] = ()
 
 
 class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
@@ -83,7 +95,9 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         self.eos_token_id = -1
         self.vocab_size = 0
         self._backend: Any = None
+        self._chat: Any = None  # the transformers tokenizer, kept when it has a chat template
         self._batch: RunningBatch[CacheT] | None = None
+        self._adapter_of: dict[int, str | None] = {}  # running sequence -> its adapter key
         self._pad_id = 0
         self._size = 0
 
@@ -109,6 +123,10 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
     def _cache_join(self, old: CacheT, new: CacheT, width: int) -> CacheT:
         """``old`` rows then ``new`` rows, each right-aligned (left-padded) in ``width`` columns."""
 
+    def _virtual_tokens(self, adapter: str | None) -> int:
+        """Virtual tokens a prompt adapter puts before the prompt (0: none)."""
+        return 0
+
     # -- Runtime -------------------------------------------------------------------------
     def load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer
@@ -130,6 +148,7 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
 
         size = self._load_engine(folder)
         self._backend = tokenizer.backend_tokenizer
+        self._chat = tokenizer if getattr(tokenizer, "chat_template", None) else None
         self.eos_token_id = int(tokenizer.eos_token_id)
         self._pad_id = int(
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
@@ -149,7 +168,9 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
     def unload(self) -> None:
         self._unload_engine()
         self._backend = None
+        self._chat = None
         self._batch = None
+        self._adapter_of = {}
         self._size = 0
 
     def run_batch(self, batch: GenerationStep) -> StepOutput:
@@ -191,6 +212,23 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         return [str(self._backend.id_to_token(int(t))) for t in token_ids]
 
+    def render_chat(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+        """The tokenizer's own chat template (transformers renders it in a sandboxed Jinja
+        environment); the text is tokenized like any prompt, its special-token markers included."""
+        from jinja2 import TemplateError
+
+        if self._backend is None:
+            raise RuntimeError("model is not loaded")
+        if self._chat is None:
+            raise NoChatTemplate("this model's tokenizer has no chat template")
+        try:
+            text = self._chat.apply_chat_template(
+                [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except TemplateError as exc:
+            raise ChatTemplateError(f"the model's chat template refused the messages: {exc}") from None
+        return str(text)
+
     def prepare_thread(self) -> None:
         """Bound torch's intra-op threads in the calling thread (the sampler uses torch; ONNX
         Runtime keeps its own pools, set per session)."""
@@ -216,7 +254,10 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         input_ids = np.array([[tokens[s]] for s in batch.seq_ids], dtype=np.int64)
         mask = np.concatenate([batch.mask, np.ones((len(batch.seq_ids), 1), dtype=np.int64)], axis=1)
         positions = batch.next_position[:, None]
-        inputs = ForwardInputs(tuple(batch.seq_ids), input_ids, mask, positions, logits_to_keep=1)
+        adapters = tuple(self._adapter_of.get(s) for s in batch.seq_ids)
+        inputs = ForwardInputs(
+            tuple(batch.seq_ids), input_ids, mask, positions, logits_to_keep=1, adapters=adapters
+        )
         logits, cache = self._forward(inputs, batch.cache)
         self._batch = RunningBatch(batch.seq_ids, cache, mask, batch.next_position + 1)
         return list(batch.seq_ids), logits[:, -1, :]
@@ -233,17 +274,27 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
             if seq.seq_id in known or not seq.input_ids:
                 raise ValueError(f"sequence {seq.seq_id} is already running or has no tokens")
             known.add(seq.seq_id)
-        rows, width = len(sequences), max(seq.length for seq in sequences)
+        for seq in sequences:
+            if seq.adapter is not None and seq.adapter not in self.adapter_keys:
+                raise ValueError(f"sequence {seq.seq_id} names adapter {seq.adapter!r}, which is not loaded")
+        # a prompt adapter's virtual tokens come first: placeholders here, embeddings in the engine
+        lengths = [self._virtual_tokens(seq.adapter) + seq.length for seq in sequences]
+        rows, width = len(sequences), max(lengths)
         input_ids = np.full((rows, width), self._pad_id, dtype=np.int64)
         mask = np.zeros((rows, width), dtype=np.int64)
         for row, seq in enumerate(sequences):
             input_ids[row, width - seq.length :] = seq.input_ids
-            mask[row, width - seq.length :] = 1
+            mask[row, width - lengths[row] :] = 1
         positions = np.clip(mask.cumsum(axis=1) - 1, 0, None)
         want_prompt = any(seq.prompt_logprobs for seq in sequences)
         seq_ids = [seq.seq_id for seq in sequences]
-        inputs = ForwardInputs(tuple(seq_ids), input_ids, mask, positions, 0 if want_prompt else 1)
+        adapters = tuple(seq.adapter for seq in sequences)
+        starts = tuple(width - length for length in lengths)
+        keep = 0 if want_prompt else 1
+        inputs = ForwardInputs(tuple(seq_ids), input_ids, mask, positions, keep, adapters, starts)
         logits, cache = self._forward(inputs, None)
+        for seq in sequences:
+            self._adapter_of[seq.seq_id] = seq.adapter
         prompt_logprobs: dict[int, tuple[float, ...]] = {}
         for row, seq in enumerate(sequences):
             if seq.prompt_logprobs:
@@ -255,6 +306,8 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         return seq_ids, logits[:, -1, :].clone(), prompt_logprobs
 
     def _release(self, seq_ids: set[int]) -> None:
+        for seq_id in seq_ids:
+            self._adapter_of.pop(seq_id, None)
         batch = self._batch
         if batch is None:
             return

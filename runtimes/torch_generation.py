@@ -8,11 +8,20 @@ Every sequence's cache is right-aligned in one ``[rows, kv_heads, width, head_di
 layer for the keys and one for the values, handed to the model as a ``DynamicCache`` holding
 those tensors as they are; a prefill keeps only the last position's logits unless prompt
 log-probabilities are asked for (``logits_to_keep``).
+
+Adapters (``load_adapter``): many PEFT adapters of this base at once, chosen per row, so
+sequences of different adapters share a forward pass. LoRA adapters live in one ``PeftModel``
+wrapping the base and are picked with PEFT's ``adapter_names`` (``"__base__"`` for rows without
+one; once wrapped, every call names each row's adapter, since the base's layers now hold the
+LoRA branches). A prompt adapter's virtual-token embeddings replace the placeholder columns the
+prefill put before the prompt (``ForwardInputs.starts``), as PEFT's prompt tuning feeds them.
+Loading, dropping and the forward pass hold one lock, so adapters change between steps only.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +53,9 @@ class TorchCausalLM(CausalLMBase[_Cache]):
     ) -> None:
         super().__init__(source=source, work_dir=work_dir, options=options, threads=threads)
         self._model: Any = None
+        self._peft: Any = None  # the PeftModel holding LoRA adapters, once one is loaded
+        self._prompts: dict[str, torch.Tensor] = {}  # prompt adapter -> [virtual tokens, hidden]
+        self._lock = threading.Lock()
 
     # -- the engine ----------------------------------------------------------------------
     def _load_engine(self, folder: Path) -> int:
@@ -56,7 +68,52 @@ class TorchCausalLM(CausalLMBase[_Cache]):
         return sum(p.numel() * p.element_size() for p in model.parameters())
 
     def _unload_engine(self) -> None:
-        self._model = None
+        with self._lock:
+            self._model = None
+            self._peft = None
+            self._prompts = {}
+
+    # -- adapters ------------------------------------------------------------------------
+    @property
+    def adapter_keys(self) -> frozenset[str]:
+        loras = set(self._peft.peft_config) if self._peft is not None else set()
+        return frozenset(loras | set(self._prompts))
+
+    def load_adapter(self, key: str, folder: Path, task: int | None = None) -> None:
+        from runtimes.peft_adapters import AdapterFiles, AdapterFormatError
+
+        if self._model is None:
+            raise RuntimeError("model is not loaded")
+        files = AdapterFiles.read(folder)
+        if files.is_prompt:
+            prompts = files.prompts(int(self._model.config.hidden_size))
+            index = task or 0
+            if not 0 <= index < len(prompts):
+                raise AdapterFormatError(f"{folder}: task {index} is not one of its {len(prompts)} tasks")
+            with self._lock:
+                self._prompts[key] = prompts[index]
+            return
+        from peft import PeftModel
+
+        with self._lock:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self._model, str(folder), adapter_name=key)
+            else:
+                self._peft.load_adapter(str(folder), adapter_name=key)
+            self._peft.eval()
+
+    def unload_adapter(self, key: str) -> None:
+        with self._lock:
+            if (
+                self._prompts.pop(key, None) is None
+                and self._peft is not None
+                and key in self._peft.peft_config
+            ):
+                self._peft.delete_adapter(key)
+
+    def _virtual_tokens(self, adapter: str | None) -> int:
+        prompt = self._prompts.get(adapter) if adapter is not None else None
+        return int(prompt.shape[0]) if prompt is not None else 0
 
     def prepare_thread(self) -> None:
         """Use the configured torch thread counts in the calling thread (OpenMP counts are per thread)."""
@@ -73,14 +130,36 @@ class TorchCausalLM(CausalLMBase[_Cache]):
         import torch
         from transformers import DynamicCache
 
-        out = self._model(
-            input_ids=torch.from_numpy(inputs.input_ids),
-            attention_mask=torch.from_numpy(inputs.attention_mask),
-            position_ids=torch.from_numpy(inputs.position_ids),
-            past_key_values=DynamicCache() if cache is None else _dynamic_cache(cache),
-            use_cache=True,
-            logits_to_keep=inputs.logits_to_keep,
-        )
+        ids = torch.from_numpy(inputs.input_ids)
+        kwargs: dict[str, Any] = {
+            "attention_mask": torch.from_numpy(inputs.attention_mask),
+            "position_ids": torch.from_numpy(inputs.position_ids),
+            "past_key_values": DynamicCache() if cache is None else _dynamic_cache(cache),
+            "use_cache": True,
+            "logits_to_keep": inputs.logits_to_keep,
+        }
+        with self._lock:
+            prompts = [
+                (row, self._prompts[key])
+                for row, key in enumerate(inputs.adapters)
+                if key is not None and key in self._prompts
+            ]
+            if prompts and inputs.starts:
+                embeds = self._model.get_input_embeddings()(ids)
+                for row, prompt in prompts:
+                    start = inputs.starts[row]
+                    embeds[row, start : start + prompt.shape[0]] = prompt
+                kwargs["inputs_embeds"] = embeds
+            else:
+                kwargs["input_ids"] = ids
+            if self._peft is not None:
+                loras = self._peft.peft_config
+                names = [key if key in loras else "__base__" for key in inputs.adapters] or [
+                    "__base__"
+                ] * len(ids)
+                out = self._peft(**kwargs, adapter_names=names)
+            else:
+                out = self._model(**kwargs)
         layers = out.past_key_values.layers
         keys, values = [layer.keys for layer in layers], [layer.values for layer in layers]
         return out.logits.float(), _Cache(keys, values)

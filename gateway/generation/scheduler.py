@@ -63,6 +63,7 @@ class GenerationRequest:
     params: GenerationParams
     seed: int | None = None  # the sampling seed; None: params.seed, else drawn (policies.resolve_seed)
     deadline: float | None = None  # time.monotonic() seconds
+    adapter: str | None = None  # the runtime's key of the adapter to apply; None: the base model
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,12 @@ class GenerationScheduler:
                 release=tuple(release),
                 decode=tuple((seq.seq_id, seq.last_token) for seq in running),
                 prefill=tuple(
-                    NewSequence(seq.seq_id, seq.request.prompt_ids, seq.request.params.input_tokens)
+                    NewSequence(
+                        seq.seq_id,
+                        seq.request.prompt_ids,
+                        seq.request.params.input_tokens,
+                        adapter=seq.request.adapter,
+                    )
                     for seq in admitted
                 ),
             )

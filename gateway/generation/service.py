@@ -69,10 +69,16 @@ class GenerationService:
 
     # -- tasks ---------------------------------------------------------------------------
     async def generate(
-        self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
+        self,
+        ctx: RequestContext,
+        model: ServedModel | CausalLMRuntime,
+        text: str,
+        params: GenerationParams,
+        adapter: str | None = None,
     ) -> GenerationOutput:
-        """Generate to the end and return the whole result."""
-        handle = await self._submit(ctx, model, text, params)
+        """Generate to the end and return the whole result (with ``adapter``: the key of an
+        adapter the model's runtime holds; None: the base model)."""
+        handle = await self._submit(ctx, model, text, params, adapter)
         pieces: list[str] = []
         tokens: list[GeneratedToken] = []
         input_tokens: tuple[GeneratedToken, ...] = ()
@@ -101,10 +107,15 @@ class GenerationService:
         )
 
     async def stream(
-        self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
+        self,
+        ctx: RequestContext,
+        model: ServedModel | CausalLMRuntime,
+        text: str,
+        params: GenerationParams,
+        adapter: str | None = None,
     ) -> GenerationStream:
         """Submit now (errors raise here) and return the chunks as an async iterator."""
-        handle = await self._submit(ctx, model, text, params)
+        handle = await self._submit(ctx, model, text, params, adapter)
         return GenerationStream(handle, text if params.preserve_input_text else "")
 
     # -- schedulers ----------------------------------------------------------------------
@@ -136,7 +147,12 @@ class GenerationService:
         self._schedulers.clear()
 
     async def _submit(
-        self, ctx: RequestContext, model: ServedModel | CausalLMRuntime, text: str, params: GenerationParams
+        self,
+        ctx: RequestContext,
+        model: ServedModel | CausalLMRuntime,
+        text: str,
+        params: GenerationParams,
+        adapter: str | None = None,
     ) -> SequenceHandle:
         runtime, name = _runtime_of(model)
         if not isinstance(text, str) or not text:
@@ -155,7 +171,7 @@ class GenerationService:
                 f"together more than the model's context of {max_context} tokens; lower max_new_tokens "
                 "or shorten the prompt (truncate_input_tokens)"
             )
-        request = GenerationRequest(ctx.request_id, prompt, params, deadline=ctx.deadline)
+        request = GenerationRequest(ctx.request_id, prompt, params, deadline=ctx.deadline, adapter=adapter)
         return self.scheduler(runtime, name).submit(request)
 
 
