@@ -58,7 +58,9 @@ class AdapterFiles:
             kind = AdapterKind(peft_type)
         except ValueError:
             known = ", ".join(k.value for k in AdapterKind)
-            raise AdapterFormatError(f"{folder}: peft_type {peft_type!r} is not servable; known: {known}") from None
+            raise AdapterFormatError(
+                f"{folder}: peft_type {peft_type!r} is not servable; known: {known}"
+            ) from None
         return cls(folder, kind, config)
 
     @property
