@@ -1,4 +1,4 @@
-"""The ``taskgate`` command: ``serve``, ``init-store``."""
+"""The ``taskgate`` command: ``serve``, ``init-store``, ``kserve``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import settings as settings_module
+from runtimes.kserve import server as kserve_server  # light: kserve itself loads when it serves
 
 
 def _environment_defaults() -> None:
@@ -45,8 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings_module.add_arguments(serve)
     init = commands.add_parser("init-store", help="write the default models' manifests")
     init.add_argument("--model-store", help="model store directory (env TASKGATE_MODEL_STORE)")
+    hosted = commands.add_parser("kserve", help="serve one model folder as a KServe predictor (OIP v2)")
+    kserve_server.add_arguments(hosted)
     args = parser.parse_args(argv)
     _environment_defaults()
+    if args.command == "kserve":
+        try:
+            hosting = kserve_server.settings_from(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return kserve_server.serve(hosting)
     try:
         config = settings_module.from_args(args, os.environ)
     except ValueError as exc:

@@ -1,15 +1,19 @@
-"""``taskgate serve`` as a user runs it: a real process on loopback ports, stopped with SIGTERM."""
+"""``taskgate serve`` and ``taskgate kserve`` as a user runs them: real processes on loopback
+ports, stopped with SIGTERM."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +69,70 @@ class ServedProcess:
             self.output.append(line)
             if "Taskgate serving" in line:
                 serving.set()
+
+
+def free_port() -> int:
+    """A loopback port free now (for servers that cannot report the port they bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class HostedKServe:
+    """``taskgate kserve --model_name NAME --model_dir DIR ARGS`` on free loopback ports, waited
+    for until its model answers ready over HTTP; ``output`` holds every line it printed."""
+
+    def __init__(self, name: str, model_dir: Path, args: tuple[str, ...] = (), start_timeout_s: float = 120):
+        self.name = name
+        http_port, grpc_port = free_port(), free_port()
+        while grpc_port == http_port:
+            grpc_port = free_port()
+        self.http, self.grpc = f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
+        command = [sys.executable, "-m", "gateway.cli", "kserve", "--model_name", name, "--model_dir"]
+        command += [str(model_dir), "--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+        self.process = subprocess.Popen(
+            [*command, *args],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + start_timeout_s
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("taskgate kserve did not become ready:\n" + self.said)
+            time.sleep(0.1)
+
+    @property
+    def said(self) -> str:
+        return "".join(self.output)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.http}/v2/models/{self.name}/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` (SIGKILL: the remote is gone at once), then the exit code."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+            return self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._reader.join(timeout=10)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
