@@ -1,7 +1,7 @@
 """The adapter store: tuned adapters by name, in numbered versions, published atomically.
 
     <root>/<name>/v<N>/adapter.json            the version's manifest (below)
-    <root>/<name>/v<N>/<files>                 safetensors weights and JSON configs only
+    <root>/<name>/v<N>/<files>                 safetensors weights, JSON configs, a README.md
     <root>/<name>/current.json                 {"version": N}: what ``name`` serves
 
 ``name`` serves the current version and ``name@N`` a given one. A version is written into a
@@ -32,7 +32,7 @@ MANIFEST = "adapter.json"
 CURRENT = "current.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch; same rule as model ids
 _VERSION_DIR = re.compile(r"v([1-9][0-9]{0,8})")
-ALLOWED_SUFFIXES = (".safetensors", ".json")
+ALLOWED_SUFFIXES = (".safetensors", ".json", ".md")  # PEFT writes a README.md model card
 MAX_FILES = 64
 
 
@@ -222,7 +222,7 @@ class AdapterStore:
         for path in files:
             if not path.name.endswith(ALLOWED_SUFFIXES) or path.name.startswith("."):
                 raise AdapterStoreError(
-                    f"{path.name}: refused; an adapter holds safetensors weights and JSON configs only "
+                    f"{path.name}: refused; an adapter holds safetensors weights, JSON configs and a README "
                     "(pickle-based .bin / .pt / .pkl files are never opened)"
                 )
             if path.name == MANIFEST:

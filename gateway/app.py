@@ -12,6 +12,10 @@ from pathlib import Path
 import grpc
 import uvicorn
 
+from adapters.jobs.manager import JobManager
+from adapters.jobs.store import JobStore
+from adapters.store import AdapterStore
+from gateway.adapter_serving import AdapterServing
 from gateway.core import TaskService
 from gateway.frontends.grpc.server import start_grpc
 from gateway.frontends.http.app import create_app
@@ -54,6 +58,13 @@ class Gateway:
         self.core = TaskService(self.registry, settings.limits, settings.runtime, self.metrics)
         models_dir = settings.server.modelmesh_models_dir
         self.management = ModelManagement(self.registry, Path(models_dir) if models_dir else None)
+        # tuned adapters and tuning jobs live beside the models, in folders no model id can name
+        root = self.registry.store.root
+        self.adapter_store = AdapterStore(root / ".adapters")
+        self.adapters = AdapterServing(self.registry, self.adapter_store)
+        self.core.adapters = self.adapters
+        self.jobs_dir = root / ".jobs"
+        self.jobs: JobManager | None = None  # opened at start (its SQLite file is created then)
         self._watch_stop = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -68,6 +79,12 @@ class Gateway:
         if budgeted.memory_budget_bytes and budgeted.malloc_arenas:
             limit_arenas(budgeted.malloc_arenas)  # before model threads exist: freed memory is reused
         await asyncio.to_thread(prepare_store, self.registry.store)
+        await asyncio.to_thread(self.adapter_store.clean_staging)
+        job_store = await asyncio.to_thread(JobStore, self.jobs_dir / "jobs.sqlite")
+        self.jobs = JobManager(
+            job_store, self.adapter_store, self.jobs_dir, self.settings.tuning, self.adapters.on_published
+        )
+        await self.jobs.start()
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
         self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
@@ -101,6 +118,9 @@ class Gateway:
             await self._http_task
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
+        if self.jobs is not None:
+            await self.jobs.close()  # running jobs end ERRORED "interrupted"
+            await asyncio.to_thread(self.jobs.jobs.close)
         self._watch_stop.set()
         for task in (self._watch_task, self._lag_task):
             if task is not None:

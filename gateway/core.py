@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gateway import __version__
+from gateway.adapter_serving import AdapterServing
 from gateway.batcher import BatchSettings, DynamicBatcher
 from gateway.errors import (
     DeadlineExceeded,
@@ -27,8 +28,10 @@ from gateway.errors import (
     PayloadTooLarge,
     TaskgateError,
     TaskNotSupported,
+    Unavailable,
     internal,
 )
+from gateway.generation.chat import ChatMessage, ChatPrompt, render_chat_prompt
 from gateway.generation.params import GenerationParams
 from gateway.generation.results import GenerationOutput, StreamChunk
 from gateway.generation.service import GenerationService
@@ -46,7 +49,8 @@ from gateway.results import (
 )
 from gateway.settings import RequestLimits
 from gateway.tasks import Task
-from runtimes.base import EncoderRuntime, ThreadSettings, TokenRow, pad_rows
+from runtimes.base import EncoderRuntime, RuntimeUnavailable, ThreadSettings, TokenRow, pad_rows
+from runtimes.causal_lm import CausalLMRuntime
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ class RequestContext:
     deadline: float | None = None  # time.monotonic() seconds; None: no deadline
 
 
-EncoderBatcher = DynamicBatcher[TokenRow, np.ndarray]
+# a row carries its request's deadline: a batch is bounded by the latest of its rows' (runtimes
+# that wait on I/O bound their call by it; the batcher answers each row by its own deadline)
+EncoderBatcher = DynamicBatcher[tuple[TokenRow, float], np.ndarray]
 
 
 class TaskService:
@@ -79,7 +85,9 @@ class TaskService:
         self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._inflight: dict[str, int] = {}
         self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
+        self._own_pools: dict[str, ThreadPoolExecutor] = {}  # I/O-bound models' (Runtime.io_threads)
         self.generation = GenerationService()
+        self.adapters: AdapterServing | None = None  # set when an adapter store serves tuned adapters
         registry.on_unload(self._release)
 
     async def close(self) -> None:
@@ -87,8 +95,8 @@ class TaskService:
             await batcher.close()
         self._batchers.clear()
         await asyncio.to_thread(self.generation.close)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._prep_executor.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._executor, self._prep_executor, *self._own_pools.values()):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def _release(self, model: LoadedModel) -> None:
         """Before a drained model unloads: its batcher and scheduler go. Requests still there
@@ -99,6 +107,9 @@ class TaskService:
         if entry is not None and entry[0] is model:
             del self._batchers[model.model_id]
             await entry[1].close(reason)
+            pool = self._own_pools.pop(model.model_id, None)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         await self.generation.release(model.runtime)
 
     # -- batching settings (management) --------------------------------------------------
@@ -207,8 +218,18 @@ class TaskService:
     ) -> GenerationOutput:
         self._check_generation(text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
+        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, adapter):
+            return await self.generation.generate(ctx, model, text, params, adapter)
+
+    async def chat_prompt(
+        self, ctx: RequestContext, model_id: str, messages: Sequence[ChatMessage]
+    ) -> ChatPrompt:
+        """Chat messages as a prompt in the model's own template (then ``generate`` it)."""
         async with self._model(ctx, model_id, Task.TEXT_GENERATION) as model:
-            return await self.generation.generate(ctx, model, text, params)
+            if not isinstance(model.runtime, CausalLMRuntime):
+                raise TaskNotSupported(f"model {model_id!r} is not a causal language model")
+            cap = self._limits.max_new_tokens
+            return await self._call(ctx, model_id, render_chat_prompt, model.runtime, model_id, messages, cap)
 
     async def generate_stream(
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
@@ -216,8 +237,8 @@ class TaskService:
         """Stream chunks; the model stays in use (not evictable) until the stream ends."""
         self._check_generation(text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
-        async with self._model(ctx, model_id, Task.TEXT_GENERATION) as model:
-            stream = await self.generation.stream(ctx, model, text, params)
+        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, adapter):
+            stream = await self.generation.stream(ctx, model, text, params, adapter)
             try:
                 async for chunk in stream:
                     yield chunk
@@ -274,13 +295,34 @@ class TaskService:
     @contextlib.asynccontextmanager
     async def _model(self, ctx: RequestContext, model_id: str, task: Task) -> AsyncIterator[LoadedModel]:
         """The model for ``task``, held in use (not evictable) for the block."""
+        async with self._served(ctx, model_id, task) as (model, _):
+            yield model
+
+    @contextlib.asynccontextmanager
+    async def _served(
+        self, ctx: RequestContext, model_id: str, task: Task
+    ) -> AsyncIterator[tuple[LoadedModel, str | None]]:
+        """The model serving ``model_id`` for ``task`` and the adapter key to apply (None: none).
+        An adapter name (``name`` or ``name@N``) is served by the model derived for it."""
+        adapters = self.adapters
+        if adapters is not None and adapters.names_adapter(model_id):
+            target = await adapters.resolve(model_id)
+            if task not in target.tasks:
+                served = ", ".join(sorted(t.value for t in target.tasks))
+                raise TaskNotSupported(
+                    f"adapter {model_id!r} does not serve the {task.value} task; it serves: {served}"
+                )
+            async with self.registry.use(target.model_key, self._deadline(ctx)) as model:
+                await adapters.prepare(target, model)
+                yield model, target.adapter
+            return
         async with self.registry.use(model_id, self._deadline(ctx)) as model:
             if task not in model.manifest.tasks:
                 served = ", ".join(sorted(t.value for t in model.manifest.tasks))
                 raise TaskNotSupported(
                     f"model {model_id!r} does not serve the {task.value} task; it serves: {served}"
                 )
-            yield model
+            yield model, None
 
     @contextlib.asynccontextmanager
     async def _encoder(
@@ -325,7 +367,9 @@ class TaskService:
         batcher = self._batcher(model, encoder)
         with self._admitted(model.model_id):
             try:
-                outputs = await batcher.submit([(row, _bucket(len(row))) for row in token_rows], deadline)
+                outputs = await batcher.submit(
+                    [((row, deadline), _bucket(len(row))) for row in token_rows], deadline
+                )
             except TaskgateError:
                 raise
             except Exception:
@@ -338,16 +382,22 @@ class TaskService:
         if entry is not None and entry[0] is model:
             return entry[1]
 
-        def run(rows: list[TokenRow]) -> list[np.ndarray]:
-            return list(encoder.run_batch(pad_rows(rows, encoder.pad_id)))
+        def run(rows: list[tuple[TokenRow, float]]) -> list[np.ndarray]:
+            batch = pad_rows([row for row, _ in rows], encoder.pad_id, max(d for _, d in rows))
+            try:
+                return list(encoder.run_batch(batch))
+            except RuntimeUnavailable as exc:  # the whole batch: the batcher does not retry row by row
+                raise Unavailable(
+                    f"model {model.model_id!r} is unavailable: {exc}", retry_after_s=1.0
+                ) from None
 
+        executor, workers = self._executor, self._threads.model_workers
+        if encoder.io_threads:  # a slow or gone remote must not hold the threads local models run on
+            workers = encoder.io_threads
+            executor = ThreadPoolExecutor(workers, thread_name_prefix=f"io-{model.model_id}"[:15])
+            self._own_pools[model.model_id] = executor
         batcher: EncoderBatcher = DynamicBatcher(
-            model.model_id,
-            run,
-            _batch_settings(model),
-            self._executor,
-            self.metrics,
-            max_running=self._threads.model_workers,
+            model.model_id, run, _batch_settings(model), executor, self.metrics, max_running=workers
         )
         self._batchers[model.model_id] = (model, batcher)
         return batcher

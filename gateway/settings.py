@@ -85,6 +85,24 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class TuningSettings:
+    """Tuning jobs: how many run at once, how many may wait, and what a worker may take."""
+
+    max_concurrent_jobs: int = 1
+    max_queued_jobs: int = 16
+    threads: int = 1  # torch threads of a tuning worker
+    nice: int = 10  # a worker's priority below serving's (0-19)
+    max_train_records: int = 100_000  # records of one job's training data
+
+    def __post_init__(self) -> None:
+        for name in ("max_concurrent_jobs", "max_queued_jobs", "threads", "max_train_records"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"nice must be within 0-19, got {self.nice}")
+
+
+@dataclass(frozen=True)
 class Settings:
     model_store: Path = Path("model-store")
     preload: tuple[str, ...] = ()
@@ -92,6 +110,7 @@ class Settings:
     runtime: ThreadSettings = field(default_factory=ThreadSettings)
     limits: RequestLimits = field(default_factory=RequestLimits)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    tuning: TuningSettings = field(default_factory=TuningSettings)
 
 
 def _flag(value: str | bool) -> bool:
@@ -167,6 +186,11 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "registry",
         "drain_timeout_s",
     ),
+    ("max-concurrent-jobs", int, "tuning jobs that may run at once", "tuning", "max_concurrent_jobs"),
+    ("max-queued-jobs", int, "tuning jobs that may wait; more are refused", "tuning", "max_queued_jobs"),
+    ("tuning-threads", int, "torch threads of a tuning worker", "tuning", "threads"),
+    ("tuning-nice", int, "a tuning worker's priority below serving (0-19)", "tuning", "nice"),
+    ("max-train-records", int, "records of one tuning job's data", "tuning", "max_train_records"),
 )
 
 
@@ -197,7 +221,13 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
             return value
         return environ.get(env_name(flag))
 
-    slices: dict[str, dict[str, Any]] = {"server": {}, "runtime": {}, "limits": {}, "registry": {}}
+    slices: dict[str, dict[str, Any]] = {
+        "server": {},
+        "runtime": {},
+        "limits": {},
+        "registry": {},
+        "tuning": {},
+    }
     for flag, kind, _, dest, attr in _OPTIONS:
         raw = pick(flag)
         if raw is None:
@@ -216,6 +246,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         runtime=ThreadSettings(**slices["runtime"]),
         limits=RequestLimits(**slices["limits"]),
         registry=RegistrySettings(**slices["registry"]),
+        tuning=TuningSettings(**slices["tuning"]),
     )
 
 

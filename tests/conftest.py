@@ -78,3 +78,19 @@ def channel(gateway: GatewayThread) -> Iterator[grpc.Channel]:
 def http(gateway: GatewayThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.gateway.addresses.http, timeout=120) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tuning_store() -> Path:
+    from tests.tuning_store import build_tuning_store
+
+    return build_tuning_store()
+
+
+@pytest.fixture(scope="session")
+def tuning_gateway(tuning_store: Path) -> Iterator[GatewayThread]:
+    """A gateway over the tuning store (adapters and jobs start empty each session)."""
+    server = GatewayThread(gateway_settings(tuning_store))
+    server.start()
+    yield server
+    server.stop()

@@ -72,7 +72,7 @@ def test_pickle_based_files_are_refused_without_being_opened(tmp_path: Path, bad
     source = _adapter_files(tmp_path / "a", 1.0)
     os.mkfifo(source / bad)  # opening a FIFO for reading would block: refusing must not open it
     store = AdapterStore(tmp_path / "adapters")
-    with pytest.raises(AdapterStoreError, match="safetensors weights and JSON configs only"):
+    with pytest.raises(AdapterStoreError, match="safetensors weights, JSON configs and a README"):
         store.publish("facts", source, base_model="m", method="lora")
     assert not (tmp_path / "adapters" / "facts").exists()
     with pytest.raises(AdapterNotFound):

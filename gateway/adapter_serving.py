@@ -1,0 +1,177 @@
+"""Serving tuned adapters by name, on every task API that fits them.
+
+A request's model id may name an adapter: ``name`` (its current version) or ``name@N``. Store
+models win: an adapter never shadows a model id (tuning refuses such names). A resolved adapter
+is served by a model the registry derives from the adapter's base model:
+
+- generation adapters (LoRA, prompt tuning, multi-task prompt tuning) by the base's PyTorch twin
+  ``<base>+peft`` (the base may be served by ONNX Runtime; PEFT needs torch), which holds many
+  adapters at once and is told per sequence which one to apply (``NewSequence.adapter``);
+- classifier adapters by a model of their own, ``<name>@<N>`` (the ``torch-classifier`` runtime:
+  the encoder with the adapter merged in).
+
+The adapter store tells this module of every publish and rollback as it happens
+(``on_published``), so the new version serves on the next request: no restart, no polling.
+Files are checked against their recorded sha256 once per version, before its first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.store import AdapterNotFound, AdapterStore, AdapterStoreError, AdapterVersion
+from gateway.errors import InvalidInput, ModelNotFound, Unavailable
+from gateway.registry import LoadedModel, ModelRegistry
+from gateway.store import ModelManifest
+from gateway.tasks import Task
+from runtimes.causal_lm import CausalLMRuntime
+
+log = logging.getLogger(__name__)
+
+GENERATION_METHODS = frozenset({"lora", "prompt_tuning", "multitask_prompt_tuning"})
+CLASSIFIER_METHOD = "classifier"
+PEFT_HOST_SUFFIX = "+peft"
+_HOST_SETTINGS = (
+    "eos_token",
+    "add_bos_token",
+    "max_batch_size",
+    "max_tokens_per_step",
+    "max_queue",
+    "max_context",
+)
+
+
+@dataclass(frozen=True)
+class AdapterTarget:
+    version: AdapterVersion
+    model_key: str  # the registry key of the model serving it
+    adapter: str | None  # the engine's key of the adapter (generation); None for a classifier
+
+    @property
+    def tasks(self) -> frozenset[Task]:
+        if self.version.method == CLASSIFIER_METHOD:
+            return frozenset({Task.TEXT_CLASSIFICATION, Task.TOKENIZATION})
+        return frozenset({Task.TEXT_GENERATION})
+
+
+class AdapterServing:
+    def __init__(self, registry: ModelRegistry, store: AdapterStore) -> None:
+        self.registry = registry
+        self.store = store
+        self._verified: set[str] = set()  # references whose files matched their sha256
+        self._loading: dict[tuple[int, str], asyncio.Future[None]] = {}  # (runtime id, key) -> load
+
+    def names_adapter(self, model_id: str) -> bool:
+        """Whether a request's model id should be looked up as an adapter."""
+        if "@" in model_id:
+            return True
+        return not self.registry.store.exists(model_id) and self.store.exists(model_id)
+
+    async def resolve(self, model_id: str) -> AdapterTarget:
+        """The adapter a model id names, with its serving model registered (NOT_FOUND if none)."""
+        try:
+            version = await asyncio.to_thread(self._verified_version, model_id)
+        except AdapterNotFound as exc:
+            raise ModelNotFound(str(exc)) from None
+        except AdapterStoreError as exc:
+            if "@" in model_id and "invalid" in str(exc):
+                raise InvalidInput(str(exc)) from None
+            raise Unavailable(f"adapter {model_id!r} cannot be served: {exc}") from None
+        try:
+            base = await asyncio.to_thread(self.registry.store.manifest, version.base_model)
+        except ModelNotFound:
+            raise Unavailable(
+                f"adapter {version.reference} tunes model {version.base_model!r}, which is not in the store"
+            ) from None
+        if version.method == CLASSIFIER_METHOD:
+            return self._classifier(version, base)
+        if version.method in GENERATION_METHODS:
+            return self._generation(version, base)
+        raise Unavailable(
+            f"adapter {version.reference} has method {version.method!r}, which cannot be served"
+        )
+
+    async def prepare(self, target: AdapterTarget, model: LoadedModel) -> None:
+        """Make sure the serving model holds the adapter (a generation adapter loads once per host)."""
+        if target.adapter is None:
+            return
+        runtime = model.runtime
+        if not isinstance(runtime, CausalLMRuntime):
+            raise Unavailable(f"model {model.model_id!r} cannot hold adapters")
+        if target.adapter in runtime.adapter_keys:
+            return
+        key = (id(runtime), target.adapter)
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[key] = pending
+            try:
+                folder, task = target.version.folder, _task_index(target)
+                await asyncio.to_thread(runtime.load_adapter, target.adapter, folder, task)
+                pending.set_result(None)
+            except Exception as exc:
+                log.exception("loading adapter %s failed", target.version.reference)
+                error = Unavailable(f"adapter {target.version.reference} failed to load: {exc}")
+                pending.set_exception(error)
+                pending.exception()
+            finally:
+                self._loading.pop(key, None)
+        await asyncio.shield(pending)
+
+    async def on_published(self, version: AdapterVersion) -> None:
+        """A version was published or rolled back to: serve it from the next request on, loading
+        its serving model and the adapter now so the first request does not wait for them."""
+        target = await self.resolve(version.reference)
+        model = await self.registry.get(target.model_key)
+        await self.prepare(target, model)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _verified_version(self, model_id: str) -> AdapterVersion:
+        version = self.store.get(model_id)
+        if version.reference not in self._verified:
+            version.verify()
+            self._verified.add(version.reference)
+        return version
+
+    def _classifier(self, version: AdapterVersion, base: ModelManifest) -> AdapterTarget:
+        key = version.reference
+        if self.registry.derived(key) is None:
+            source = _hf_folder(base)
+            manifest = dataclasses.replace(
+                base,
+                model_id=key,
+                tasks=frozenset({Task.TEXT_CLASSIFICATION, Task.TOKENIZATION}),
+                runtime="torch-classifier",
+                source=source,
+                settings={"adapter": str(version.folder)},
+            )
+            self.registry.add_derived(manifest, base)
+        return AdapterTarget(version, key, None)
+
+    def _generation(self, version: AdapterVersion, base: ModelManifest) -> AdapterTarget:
+        if Task.TEXT_GENERATION not in base.tasks:
+            raise Unavailable(
+                f"adapter {version.reference}: base model {base.model_id!r} does not generate text"
+            )
+        key = base.model_id + PEFT_HOST_SUFFIX
+        if self.registry.derived(key) is None:
+            settings = {k: v for k, v in base.settings.items() if k in _HOST_SETTINGS}
+            manifest = dataclasses.replace(base, model_id=key, runtime="torch-causal-lm", settings=settings)
+            self.registry.add_derived(manifest, base)
+        return AdapterTarget(version, key, version.reference)
+
+
+def _task_index(target: AdapterTarget) -> int | None:
+    if target.version.method != "multitask_prompt_tuning":
+        return None
+    return int(target.version.extra.get("serve_task", 0))
+
+
+def _hf_folder(base: ModelManifest) -> Path:
+    if not (base.source / "config.json").is_file():
+        raise Unavailable(f"base model {base.model_id!r} has no Hugging Face folder to tune")
+    return base.source
