@@ -22,6 +22,8 @@ from gateway.frontends.http.common import Json, request_id
 from gateway.frontends.http.errors import ErrorBodies, error_response, routing_error
 from gateway.frontends.http.kserve_v2 import kserve_v2_router, v2_error_body
 from gateway.frontends.http.management import management_router
+from gateway.frontends.http.openai_api import openai_router
+from gateway.frontends.http.openai_errors import openai_error_body
 from gateway.frontends.http.openapi import install_caikit_openapi
 from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info
@@ -46,6 +48,8 @@ def create_app(core: TaskService, management: ModelManagement, settings: ServerS
     app.include_router(caikit_task_router(core))
     app.include_router(kserve_v2_router(KServeV2Service(core, management)))
     bodies.register("/v2", v2_error_body)
+    app.include_router(openai_router(core))
+    bodies.register("/v1", openai_error_body)
 
     def respond(request: Request, error: TaskgateError) -> JSONResponse:
         return error_response(error, request_id(request), bodies.body_for(request.url.path))
