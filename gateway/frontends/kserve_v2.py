@@ -203,9 +203,11 @@ class KServeV2Service:
         return (await self._core.registry.model_status(name)).state == "LOADED"
 
     async def load(self, name: str) -> None:
+        await self._manifest(name, None)
         await self._management.load(name)
 
     async def unload(self, name: str) -> None:
+        await self._manifest(name, None)
         await self._management.unload(name)
 
     # -- inference -----------------------------------------------------------------------
@@ -289,6 +291,8 @@ class KServeV2Service:
 
     async def _manifest(self, name: str, version: str | None) -> ModelManifest:
         """The model's manifest (NOT_FOUND for an unknown model or another version)."""
+        if not name:
+            raise InvalidInput("the request names no model")
         try:
             manifest = await asyncio.to_thread(self._core.registry.store.manifest, name)
         except ManifestError as exc:

@@ -16,11 +16,14 @@ from grpc_reflection.v1alpha import reflection
 from gateway.core import TaskService
 from gateway.frontends.grpc.caikit_nlp import NlpServicer
 from gateway.frontends.grpc.guard import DEPLOY_METHOD, RequestGuard
+from gateway.frontends.grpc.kserve_v2 import SERVICE_NAME as KSERVE_V2_SERVICE
+from gateway.frontends.grpc.kserve_v2 import add_kserve_v2_servicer
 from gateway.frontends.grpc.management import (
     CaikitModelManagementServicer,
     ModelControlServicer,
     ModelMeshRuntimeServicer,
 )
+from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
 from gateway.settings import RegistrySettings, ServerSettings
@@ -64,6 +67,7 @@ SERVICE_NAMES = (
     caikit_models_pb2.DESCRIPTOR.services_by_name["ModelManagement"].full_name,
     control_pb2.DESCRIPTOR.services_by_name["ModelControl"].full_name,
     mmesh_pb2.DESCRIPTOR.services_by_name["ModelRuntime"].full_name,
+    KSERVE_V2_SERVICE,
 )
 
 
@@ -100,6 +104,7 @@ async def start_grpc(
     control_grpc.add_ModelControlServicer_to_server(ModelControlServicer(management, core), server)
     mmesh = ModelMeshRuntimeServicer(management, registry.memory_budget_bytes, registry.max_concurrent_loads)
     mmesh_grpc.add_ModelRuntimeServicer_to_server(mmesh, server)
+    add_kserve_v2_servicer(KServeV2Service(core, management), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
