@@ -1,4 +1,4 @@
-"""The ``taskgate`` command: ``serve``, ``init-store``, ``kserve``."""
+"""The ``taskgate`` command: ``serve``, ``init-store``, ``kserve``, ``tune``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from adapters import tune_cli  # light: torch and peft load when it tunes
 from gateway import settings as settings_module
 from runtimes.kserve import server as kserve_server  # light: kserve itself loads when it serves
 
@@ -48,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     init.add_argument("--model-store", help="model store directory (env TASKGATE_MODEL_STORE)")
     hosted = commands.add_parser("kserve", help="serve one model folder as a KServe predictor (OIP v2)")
     kserve_server.add_arguments(hosted)
+    tune_cli.add_arguments(commands.add_parser("tune", help="tune an adapter from a spec (JSON)"))
     args = parser.parse_args(argv)
     _environment_defaults()
+    if args.command == "tune":
+        return tune_cli.run(args)
     if args.command == "kserve":
         try:
             hosting = kserve_server.settings_from(args)

@@ -1,0 +1,1 @@
+"""LoRA (PEFT ``LoraConfig``) on a causal LM's attention projections."""

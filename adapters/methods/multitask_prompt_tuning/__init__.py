@@ -1,0 +1,1 @@
+"""Multi-task prompt tuning (PEFT ``MultitaskPromptTuningConfig``): one shared prompt, scaled per task."""

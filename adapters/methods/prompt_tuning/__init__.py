@@ -1,0 +1,1 @@
+"""Prompt tuning (PEFT ``PromptTuningConfig``) of a causal LM: trains virtual prompt tokens only."""
