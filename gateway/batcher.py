@@ -12,9 +12,12 @@
 - The queue is bounded in rows: a request that does not fit is refused at once with
   ``Overloaded`` (all of its rows or none are queued). Memory never grows with offered load.
 - A row whose deadline cannot be met (now + recent batch time) is answered ``DeadlineExceeded``
-  before it uses the model; a row whose caller went away (cancelled future) is dropped.
+  before it uses the model; a row whose caller went away (cancelled future) is dropped. No
+  caller waits past its deadline: a row still queued or running then is answered
+  ``DeadlineExceeded`` at once (its batch goes on for the other rows).
 - One bad row fails that row: when a batch fails, its rows are run one by one so the good rows
-  still succeed. The output count is checked against the row count.
+  still succeed. The output count is checked against the row count. A batch failing
+  ``Unavailable`` (the backend is down) fails all its rows at once: one by one would only repeat it.
 """
 
 from __future__ import annotations
@@ -140,9 +143,11 @@ class DynamicBatcher(Generic[RowT, OutT]):
         self._queued += len(rows)
         self._metrics.queue_rows.labels(self.name).set(self._queued)
         self._wakeup.set()
+        expiry = loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, futures)
         try:
             return list(await asyncio.gather(*futures))
         finally:
+            expiry.cancel()
             for future in futures:  # on error or cancellation the remaining rows are dropped
                 future.cancel()
 
@@ -157,6 +162,16 @@ class DynamicBatcher(Generic[RowT, OutT]):
         )
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _expire(self, futures: list[asyncio.Future[OutT]]) -> None:
+        """At a request's deadline: its rows not answered yet (queued, or in a batch still running)
+        are answered DeadlineExceeded now; a batch that is running goes on for its other rows."""
+        for future in futures:
+            if not future.done():
+                self._metrics.rows_dropped.labels(self.name, "expired").inc()
+                future.set_exception(
+                    DeadlineExceeded("the request's deadline passed before the model answered")
+                )
 
     def _fail_queued(self, error: Exception) -> None:
         for queue in self._buckets.values():
@@ -219,8 +234,9 @@ class DynamicBatcher(Generic[RowT, OutT]):
         for key in list(self._buckets):
             kept: deque[_Pending[RowT, OutT]] = deque()
             for pending in self._buckets[key]:
-                if pending.future.done():
-                    self._metrics.rows_dropped.labels(self.name, "cancelled").inc()
+                if pending.future.done():  # the caller left, or its deadline answered it (_expire)
+                    if pending.future.cancelled():
+                        self._metrics.rows_dropped.labels(self.name, "cancelled").inc()
                 elif now + self._batch_s >= pending.deadline:
                     self._metrics.rows_dropped.labels(self.name, "expired").inc()
                     pending.future.set_exception(
@@ -264,8 +280,8 @@ class DynamicBatcher(Generic[RowT, OutT]):
         try:
             return list(self._checked(rows))
         except Exception as exc:
-            if len(rows) == 1:
-                return [_Failure(exc)]
+            if len(rows) == 1 or isinstance(exc, Unavailable):
+                return [_Failure(exc)] * len(rows)
         results: list[OutT | _Failure] = []
         for row in rows:
             try:

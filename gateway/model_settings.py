@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.batcher import BatchSettings
 from gateway.errors import InvalidInput
+from runtimes import remote_v2
 
 Check = Callable[[str, Any], None]
 
@@ -49,11 +50,21 @@ _CAUSAL_LM: dict[str, Check] = {
     "max_queue": _positive_int,
     "max_context": _positive_int,
 }
+
+
+def _remote_v2(name: str, value: Any) -> None:
+    try:
+        remote_v2.check_option(name, value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 BY_RUNTIME: dict[str, dict[str, Check]] = {
     "onnx-encoder": _ENCODER,
     "onnx-causal-lm": _CAUSAL_LM,
     "torch-causal-lm": _CAUSAL_LM,
     "torch-classifier": {**_ENCODER, "adapter": _text},
+    "kserve-v2": {**_ENCODER, **dict.fromkeys(remote_v2.OPTIONS, _remote_v2)},
 }
 
 

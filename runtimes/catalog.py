@@ -21,6 +21,7 @@ RUNTIMES: dict[str, str] = {
     "onnx-causal-lm": "runtimes.onnx_generation:OnnxCausalLM",
     "torch-causal-lm": "runtimes.torch_generation:TorchCausalLM",
     "torch-classifier": "runtimes.torch_classifier:TorchClassifier",
+    "kserve-v2": "runtimes.remote_v2:RemoteV2Encoder",  # an encoder served by a remote KServe v2 server
 }
 # Runtimes the gateway builds itself for models it derives (a tuned classifier from its adapter):
 # a manifest in the store or a deploy cannot name them, since their settings hold paths.
