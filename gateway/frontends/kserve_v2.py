@@ -2,45 +2,34 @@
 each model, checking an ``InferRequest`` (kserve.protocol.infer_type) and running it through the
 core (``TaskService``), so v2 rows share the per-model batcher with every other door.
 
-Tensors per model, chosen from its manifest's tasks (the first that applies, in this order):
+Tensors per model, from the first of its manifest's tasks that has them:
 
-=================== ======================= ====================================================
-task                inputs                  outputs
-=================== ======================= ====================================================
-embedding           ``text`` BYTES [-1]     ``embedding`` FP32 [-1, -1] (one row per text)
-text-classification ``text`` BYTES [-1]     ``label`` BYTES [-1] (the top label of each text),
-                                            ``score`` FP32 [-1] (its probability)
-text-generation     ``text_input`` BYTES [1] ``text_output`` BYTES [1] (the generated text)
-=================== ======================= ====================================================
+- embedding: ``text`` BYTES [-1] -> ``embedding`` FP32 [-1, -1] (a row per text; the width is
+  -1 in metadata, known only once the model ran);
+- text-classification: ``text`` BYTES [-1] -> ``label`` BYTES [-1] (each text's top label) and
+  ``score`` FP32 [-1] (its probability);
+- text-generation: ``text_input`` BYTES [1] -> ``text_output`` BYTES [1] (Triton's generate
+  extension's names; KServe's huggingface server takes any input name and answers ``output-0``).
 
-Names: KServe's huggingface server takes any input name and answers ``output-0``; Triton's
-generate extension (vLLM / TensorRT-LLM backends) uses ``text_input`` / ``text_output``, which
-generation follows here. Encoders take ``text`` and name outputs by what they hold. The embedding
-width is -1 in metadata (it is only known once the model has run). A model whose tasks map to no
-tensors (tokenization only, ...) has empty metadata and answers TaskNotSupported to ``infer``.
-
-Request parameters (REST: JSON values; gRPC: ``InferParameter``, which has no float, so floats
-may also be numeric strings): encoders take ``truncate_input_tokens`` (Caikit's meaning).
-Generation takes Caikit's generation parameters: ``max_new_tokens`` (alias ``max_tokens``, as in
-Triton's generate extension), ``min_new_tokens``, ``truncate_input_tokens``, ``decoding_method``,
-``temperature``, ``top_k``, ``top_p``, ``typical_p``, ``repetition_penalty``, ``seed``,
-``max_time``, ``stop_sequences`` (a JSON array of strings, or one plain string),
-``include_stop_sequence``, ``preserve_input_text``. Without ``decoding_method``, a sampling
-parameter (temperature other than 0, top_k, top_p, typical_p, seed) selects SAMPLING, as v2 and
-OpenAI clients expect; temperature 0 stays greedy. ``binary_data_output``, ``priority``,
-``timeout`` and ``content_type`` are protocol-level and ignored here; any other name is refused.
-Response parameters: ``input_token_count`` (all), and for generation ``finish_reason``,
-``generated_tokens`` and ``seed`` (a string: a uint64 does not fit int64_param).
-
-The served version is "1"; a request naming another version is ModelNotFound. A model is
-*ready* when it is loaded; an inference request loads it on demand either way.
+A model with none of these tasks has empty metadata and answers TaskNotSupported to ``infer``.
+Request parameters (gRPC's ``InferParameter`` has no float: floats may be numeric strings):
+encoders take ``truncate_input_tokens``; generation takes Caikit's generation parameters
+(``max_new_tokens`` or Triton's ``max_tokens``, ``min_new_tokens``, ``truncate_input_tokens``,
+``decoding_method``, ``temperature``, ``top_k``, ``top_p``, ``typical_p``, ``repetition_penalty``,
+``seed``, ``max_time``, ``stop_sequences`` as a JSON array of strings or one string,
+``include_stop_sequence``, ``preserve_input_text``); without ``decoding_method`` a sampling
+parameter (temperature other than 0, top_k, top_p, typical_p, seed) selects SAMPLING.
+``binary_data_output``, ``priority``, ``timeout`` and ``content_type`` belong to the protocol;
+other names are refused. Response parameters: ``input_token_count``, and for generation
+``finish_reason``, ``generated_tokens`` and ``seed`` (a string: a uint64 overflows int64_param).
+The served version is "1" (another is ModelNotFound); a model is *ready* when it is loaded, and
+an inference request loads it on demand either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import math
 import struct
@@ -84,6 +73,8 @@ _GENERATION_TYPES: dict[str, type] = {
     "stop_sequences": list,
 }
 _ENCODER_TYPES: dict[str, type] = {"truncate_input_tokens": int}
+Params = dict[str, Any]
+Outputs = tuple[dict[str, InferOutput], Params]  # outputs by name, response parameters
 
 
 @dataclass(frozen=True)
@@ -96,29 +87,23 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
-class ModelKind(enum.Enum):
-    EMBEDDING = "embedding"
-    CLASSIFICATION = "text-classification"
-    GENERATION = "text-generation"
-
-
 @dataclass(frozen=True)
 class Signature:
-    kind: ModelKind | None  # None: no task of the model maps to tensors
+    task: Task | None  # the task the tensors stand for; None: no task of the model maps to tensors
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
 
 _TEXT = TensorSpec("text", "BYTES", (-1,))
 SIGNATURES = {
-    Task.EMBEDDING: Signature(ModelKind.EMBEDDING, (_TEXT,), (TensorSpec("embedding", "FP32", (-1, -1)),)),
+    Task.EMBEDDING: Signature(Task.EMBEDDING, (_TEXT,), (TensorSpec("embedding", "FP32", (-1, -1)),)),
     Task.TEXT_CLASSIFICATION: Signature(
-        ModelKind.CLASSIFICATION,
+        Task.TEXT_CLASSIFICATION,
         (_TEXT,),
         (TensorSpec("label", "BYTES", (-1,)), TensorSpec("score", "FP32", (-1,))),
     ),
     Task.TEXT_GENERATION: Signature(
-        ModelKind.GENERATION,
+        Task.TEXT_GENERATION,
         (TensorSpec("text_input", "BYTES", (1,)),),
         (TensorSpec("text_output", "BYTES", (1,)),),
     ),
@@ -214,10 +199,10 @@ class KServeV2Service:
     async def infer(self, ctx: RequestContext, request: InferRequest, version: str | None) -> InferResponse:
         name = request.model_name
         sig = signature_for((await self._manifest(name, version)).tasks)
-        if sig.kind is None:
+        if sig.task is None:
             raise TaskNotSupported(
                 f"model {name!r} serves no task the v2 protocol maps to tensors "
-                f"({', '.join(kind.value for kind in ModelKind)})"
+                f"({', '.join(task.value for task in SIGNATURES)})"
             )
         inputs = _inputs_by_spec(request, sig, name)
         wanted = _requested_outputs(request, sig, name)
@@ -225,9 +210,9 @@ class KServeV2Service:
         if not isinstance(params.get("binary_data_output", False), bool):
             raise InvalidInput("parameter binary_data_output must be true or false")
         params = {key: value for key, value in params.items() if key not in PROTOCOL_PARAMETERS}
-        if sig.kind is ModelKind.EMBEDDING:
+        if sig.task is Task.EMBEDDING:
             outputs, extra = await self._embed(ctx, name, read_texts(inputs["text"], _TEXT), params)
-        elif sig.kind is ModelKind.CLASSIFICATION:
+        elif sig.task is Task.TEXT_CLASSIFICATION:
             outputs, extra = await self._classify(ctx, name, read_texts(inputs["text"], _TEXT), params)
         else:
             prompt = read_texts(inputs["text_input"], sig.inputs[0])[0]
@@ -242,18 +227,14 @@ class KServeV2Service:
             requested_outputs=[RequestedOutput(out, {"binary_data": binary}) for out, binary in wanted],
         )
 
-    async def _embed(
-        self, ctx: RequestContext, name: str, texts: list[str], params: dict[str, Any]
-    ) -> tuple[dict[str, InferOutput], dict[str, Any]]:
+    async def _embed(self, ctx: RequestContext, name: str, texts: list[str], params: Params) -> Outputs:
         truncate = _typed(params, _ENCODER_TYPES, name).get("truncate_input_tokens")
         result = await self._core.embed(ctx, name, texts, truncate)
         matrix = np.stack(result.vectors).astype(np.float32)
         out = InferOutput("embedding", list(matrix.shape), "FP32", data=matrix.ravel().tolist())
         return {"embedding": out}, {"input_token_count": result.input_token_count}
 
-    async def _classify(
-        self, ctx: RequestContext, name: str, texts: list[str], params: dict[str, Any]
-    ) -> tuple[dict[str, InferOutput], dict[str, Any]]:
+    async def _classify(self, ctx: RequestContext, name: str, texts: list[str], params: Params) -> Outputs:
         truncate = _typed(params, _ENCODER_TYPES, name).get("truncate_input_tokens")
         # the core classifies one text per call: every row has its own call, all at once up to a
         # bound, so the rows share the model's batches. The whole request is checked first.
@@ -275,9 +256,7 @@ class KServeV2Service:
             "score": InferOutput("score", [len(top)], "FP32", data=[score for _, score in top]),
         }, {}
 
-    async def _generate(
-        self, ctx: RequestContext, name: str, prompt: str, params: dict[str, Any]
-    ) -> tuple[dict[str, InferOutput], dict[str, Any]]:
+    async def _generate(self, ctx: RequestContext, name: str, prompt: str, params: Params) -> Outputs:
         result = await self._core.generate(ctx, name, prompt, generation_params(params, name))
         extra: dict[str, Any] = {
             "finish_reason": result.finish_reason.name,
@@ -345,27 +324,21 @@ def _text(value: Any, name: str, index: int) -> str:
             return value.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput(f"input '{name}' element {index} is not valid UTF-8") from None
-    if not isinstance(value, str):
+    if not isinstance(value, str):  # (JSON strings: both JSON parsers refuse lone surrogates)
         raise InvalidInput(f"input '{name}' element {index} must be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
-        raise InvalidInput(f"input '{name}' element {index} is not valid UTF-8 text") from None
     return value
 
 
 def _inputs_by_spec(request: InferRequest, sig: Signature, model: str) -> dict[str, InferInput]:
-    known = ", ".join(spec.name for spec in sig.inputs)
+    names = [spec.name for spec in sig.inputs]
     found: dict[str, InferInput] = {}
     for tensor in request.inputs:
-        if tensor.name not in {spec.name for spec in sig.inputs}:
-            raise InvalidInput(f"model {model!r} has no input {tensor.name!r}; its inputs: {known}")
-        if tensor.name in found:
-            raise InvalidInput(f"input {tensor.name!r} is given twice")
+        if tensor.name not in names or tensor.name in found:
+            fault = "is given twice" if tensor.name in found else f"is not an input of model {model!r}"
+            raise InvalidInput(f"input {tensor.name!r} {fault}; its inputs: {', '.join(names)}")
         found[tensor.name] = tensor
-    for spec in sig.inputs:
-        if spec.name not in found:
-            raise InvalidInput(f"input '{spec.name}' is missing; model {model!r} takes: {known}")
+    for name in set(names) - set(found):
+        raise InvalidInput(f"input '{name}' is missing; model {model!r} takes: {', '.join(names)}")
     return found
 
 
@@ -383,9 +356,7 @@ def _requested_outputs(request: InferRequest, sig: Signature, model: str) -> lis
             raise InvalidInput(
                 f"model {model!r} has no output {requested.name!r}; its outputs: {', '.join(names)}"
             )
-        binary = default if request.from_grpc else requested.binary_data
-        if binary is None:
-            binary = default
+        binary = default if request.from_grpc or requested.binary_data is None else requested.binary_data
         if not isinstance(binary, bool):
             raise InvalidInput(f"output {requested.name!r}: parameter binary_data must be true or false")
         if requested.name not in {out for out, _ in wanted}:

@@ -84,8 +84,8 @@ def kserve_v2_router(v2: KServeV2Service) -> APIRouter:
             )
         return {"name": model_name, "ready": True}
 
-    @router.post("/models/{model_name}/infer")
-    @router.post("/models/{model_name}/versions/{model_version}/infer")
+    @router.post("/models/{model_name}/infer", openapi_extra=_infer_openapi())
+    @router.post("/models/{model_name}/versions/{model_version}/infer", openapi_extra=_infer_openapi())
     async def infer(model_name: str, request: Request, model_version: str | None = None) -> Response:
         context = request_context(request)
         parsed = parse_infer_body(await request.body(), request.headers, model_name)
@@ -108,6 +108,21 @@ def kserve_v2_router(v2: KServeV2Service) -> APIRouter:
         return {"name": model_name, "unload": True}
 
     return router
+
+
+def _infer_openapi() -> Json:
+    """The request body in /openapi.json: kserve's JSON inference request, its definitions inlined
+    (the binary form is that JSON followed by tensor data, which a JSON schema cannot say)."""
+    schema = InferenceRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return inline(defs[ref.rsplit("/", 1)[-1]]) if ref else {k: inline(v) for k, v in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 def parse_infer_body(body: bytes, headers: Mapping[str, str], model_name: str) -> InferRequest:

@@ -74,6 +74,18 @@ def test_server_metadata_and_health(http: httpx.Client) -> None:
     assert http.get("/v2/health/ready").json() == {"ready": True}
 
 
+def test_openapi_describes_the_v2_routes(http: httpx.Client) -> None:
+    paths = http.get("/openapi.json").json()["paths"]
+    body = paths["/v2/models/{model_name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["schema"]["required"]) == {"inputs"} and "$ref" not in json.dumps(body)
+    assert {
+        "/v2",
+        "/v2/health/live",
+        "/v2/models/{model_name}/ready",
+        "/v2/repository/models/{model_name}/load",
+    } <= set(paths)
+
+
 async def test_kserve_client_health(client: InferenceRESTClient, gateway: GatewayThread) -> None:
     base = gateway.gateway.addresses.http
     assert await client.is_server_live(base) and await client.is_server_ready(base)
@@ -118,6 +130,21 @@ async def test_embeddings_equal_the_caikit_route(
     binary = await client.infer(base, request, model_name=MINILM, response_headers=seen)
     assert seen["content-type"] == "application/octet-stream" and int(seen[HEADER.lower()]) > 0
     assert np.allclose(binary.outputs[0].as_numpy(), expected, atol=1e-5)
+
+
+async def test_kserve_client_sees_the_error_table(
+    client: InferenceRESTClient, gateway: GatewayThread
+) -> None:
+    base = gateway.gateway.addresses.http
+    floats = InferInput("text", [2], "FP32", data=[1.0, 2.0])
+    for request, model, status, fragment in (
+        (InferRequest("no-such-model", [text_input(TEXTS)]), "no-such-model", 404, "no-such-model"),
+        (InferRequest(MINILM, [floats]), MINILM, 400, "input 'text' must have datatype BYTES"),
+        (InferRequest(MINILM, [text_input(TEXTS, name="txt")]), MINILM, 400, "'txt'"),
+    ):
+        with pytest.raises(httpx.HTTPStatusError) as err:
+            await client.infer(base, request, model_name=model)
+        v2_error(err.value.response, status, fragment)
 
 
 async def test_classification(
@@ -245,7 +272,7 @@ BAD_JSON = {
         400,
         "input 'text' must have datatype BYTES",
     ),
-    "unknown-input": ({"inputs": [_text(["a"], name="txt")]}, 400, "has no input 'txt'"),
+    "unknown-input": ({"inputs": [_text(["a"], name="txt")]}, 400, "input 'txt' is not an input of model"),
     "missing-input": ({"inputs": []}, 400, "input 'text' is missing"),
     "twice": ({"inputs": [_text(["a"]), _text(["b"])]}, 400, "given twice"),
     "count-mismatch": (

@@ -102,6 +102,21 @@ async def test_embeddings_contents_and_raw_equal_the_caikit_route(
         assert np.allclose(out.as_numpy(), expected, atol=1e-5), binary
 
 
+async def test_kserve_client_sees_the_error_table(client: InferenceGRPCClient) -> None:
+    floats = InferInput("text", [2], "FP32", data=[1.0, 2.0])
+    for request, code, fragment in (
+        (InferRequest("no-such-model", [floats]), grpc.StatusCode.NOT_FOUND, "no-such-model"),
+        (
+            InferRequest(MINILM, [floats]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'text' must have datatype BYTES",
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.infer(request)
+        assert err.value.code() == code and fragment in (err.value.details() or "")
+
+
 def test_outputs_are_raw_exactly_when_inputs_were(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
     contents = text_tensor(2)
     contents.contents.bytes_contents.extend([b"one", b"two"])
