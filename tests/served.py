@@ -4,6 +4,7 @@ ports, stopped with SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -198,3 +200,50 @@ class SwitchableProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+class FakeV2Server:
+    """A stand-in for a third-party v2 server: ready, describing an encoder's tensors
+    (``input_ids``, ``attention_mask`` -> FP32 ``embedding`` [-1, 384]), and answering every
+    infer with ``status`` and ``body``, to see 5xx and malformed answers handled.
+    ``infer_calls`` counts the infer requests it got."""
+
+    def __init__(self, status: int, body: bytes, model_name: str = "minilm") -> None:
+        tokens = ("input_ids", "attention_mask")
+        metadata = json.dumps(
+            {
+                "name": model_name,
+                "inputs": [{"name": name, "datatype": "INT64", "shape": [-1, -1]} for name in tokens],
+                "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}],
+            }
+        ).encode()
+        self.infer_calls = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._send(200, metadata)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                fake.infer_calls += 1
+                self._send(status, body)
+
+            def _send(self, code: int, payload: bytes) -> None:
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -5,9 +5,13 @@ as a KServe predictor (OIP v2 over REST and gRPC) under kserve's ModelServer.
 
 Flags follow KServe's spelling (``--model_name``, ``--model_dir``, ``--http_port``, ``--grpc_port``).
 Both servers bind ``--host``, 127.0.0.1 unless told otherwise; a container must pass
-``--host 0.0.0.0`` so the pod's port is reachable (deploy/ does). KServe mounts the model at
-/mnt/models, which may be read-only: ``--work_dir`` then names a writable folder for the ONNX
-export the first load makes (the default is the model folder itself).
+``--host 0.0.0.0`` so the pod's port is reachable. A ServingRuntime's container runs:
+
+    taskgate kserve --host 0.0.0.0 --model_name {{.Name}} --model_dir /mnt/models
+                    --http_port 8080 --grpc_port 8081
+
+KServe mounts the model at /mnt/models, which may be read-only: ``--work_dir`` then names a
+writable folder for the ONNX export the first load makes (the default is the model folder).
 
 Importing this module is cheap: kserve (which parses ``sys.argv`` when imported) is imported
 only when the server starts.

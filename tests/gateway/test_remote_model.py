@@ -23,7 +23,7 @@ from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from tests.conftest import GatewayThread, gateway_settings
 from tests.models import MINILM, minilm_source
-from tests.served import HostedKServe, SwitchableProxy
+from tests.served import FakeV2Server, HostedKServe, SwitchableProxy
 
 TEXTS = ["A man is eating food.", "The new movie is awesome.", "Rust and Python are languages."]
 TOKENIZER_FILES = (
@@ -68,12 +68,21 @@ def silent(hosted: HostedKServe) -> Iterator[SwitchableProxy]:
 
 
 @pytest.fixture(scope="module")
+def failing() -> Iterator[FakeV2Server]:
+    """A remote that is ready but answers every inference 500."""
+    server = FakeV2Server(500, b'{"error": "the accelerator fell over"}')
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory,
     store: Path,
     hosted: HostedKServe,
     doomed: HostedKServe,
     silent: SwitchableProxy,
+    failing: FakeV2Server,
 ) -> Iterator[GatewayThread]:
     remote_store = tmp_path_factory.mktemp("remote-store")
     (remote_store / MINILM).symlink_to(store / MINILM)  # the local model and its cached export
@@ -82,6 +91,7 @@ def gateway(
     write_remote(remote_store, "doomed-rest", {"url": doomed.http, "model_name": "minilm"})
     write_remote(remote_store, "doomed-grpc", {"url": f"grpc://{doomed.grpc}", "model_name": "minilm"})
     write_remote(remote_store, "minilm-silent", {"url": f"http://{silent.address}", "model_name": "minilm"})
+    write_remote(remote_store, "failing", {"url": failing.url, "model_name": "minilm"}, ["embedding"])
     write_remote(
         remote_store, "wrong-output", {"url": hosted.http, "model_name": "minilm", "output": "logits"}
     )
@@ -200,3 +210,13 @@ def test_a_remote_model_that_cannot_be_served_says_why(
     failed = embed(client, model_id, "hi")
     assert failed.status_code == 503, failed.text
     assert reason in failed.json()["details"], failed.text
+
+
+def test_a_failing_remote_fails_the_whole_batch_in_one_call(
+    client: httpx.Client, failing: FakeV2Server
+) -> None:
+    body = {"model_id": "failing", "inputs": ["one", "two", "three"]}  # one length bucket: one batch
+    failed = client.post("/api/v1/task/embedding-tasks", json=body)
+    assert failed.status_code == 503, failed.text
+    assert "HTTP 500: the accelerator fell over" in failed.json()["details"], failed.text
+    assert failing.infer_calls == 1  # not retried row by row: the remote is down for every row

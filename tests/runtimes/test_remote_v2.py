@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from runtimes.base import RuntimeUnavailable, ThreadSettings, TokenizedBatch
 from runtimes.onnx_encoder import OnnxEncoder
 from runtimes.remote_v2 import RemoteV2Encoder
 from tests.models import MINILM, minilm_source
-from tests.served import HostedKServe, SwitchableProxy
+from tests.served import FakeV2Server, HostedKServe, SwitchableProxy
 
 NAME = "minilm"
 TEXTS = ["A man is eating food.", "The new movie is awesome and I loved every minute of it.", "ok"]
@@ -171,47 +169,6 @@ def test_a_gone_remote_is_unavailable_naming_the_refusal(
         runtime.unload()
 
 
-class FakeV2:
-    """A third-party v2 server that is ready and describes MiniLM's tensors but answers infer
-    with ``answer`` (status, body): to see malformed answers and 5xx handled."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        metadata = {
-            "name": NAME,
-            "inputs": [
-                {"name": n, "datatype": "INT64", "shape": [-1, -1]} for n in ("input_ids", "attention_mask")
-            ],
-            "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}],
-        }
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._send(200, json.dumps(metadata).encode())
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["content-length"]))
-                self._send(status, body)
-
-            def _send(self, code: int, payload: bytes) -> None:
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.parametrize(
     ("status", "body", "message"),
     [
@@ -240,7 +197,7 @@ class FakeV2:
 def test_a_failing_or_malformed_answer_is_unavailable(
     tokenizer_folder: Path, status: int, body: bytes, message: str
 ) -> None:
-    fake = FakeV2(status, body)
+    fake = FakeV2Server(status, body)
     runtime = remote(tokenizer_folder, url=fake.url, binary=False)
     try:
         runtime.load()
