@@ -5,11 +5,12 @@ A name is ``name`` or ``name@N``. Resolution, in order:
 1. a bare ``name`` that is a model of the store names that base model (no adapter);
 2. otherwise, when an ``AdapterCatalog`` is plugged in, ``name`` / ``name@N`` names a tuned
    adapter (``name`` its current version) on the base model the catalog records for it;
-3. anything else is MODEL_NOT_FOUND (404), including ``name@N`` while no catalog is plugged in.
+3. anything else is MODEL_NOT_FOUND (404).
 
-Today no catalog is plugged in, so only base models resolve; the tuning work plugs the adapter
-store in here (``ModelNameResolver(registry, adapters=...)``) and every door that resolves names
-through this class learns adapters at once.
+Store models win over adapters, as in the core (``gateway.adapter_serving``: tuning refuses an
+adapter name that is a model id). The core serves an adapter by its name (``served_id``) on the
+model it derives for it; this seam only decides whether a name exists and what it is.
+``StoredAdapters`` is the catalog over the adapter store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from adapters.store import AdapterStore, AdapterStoreError
 from gateway.errors import ModelNotFound
 from gateway.registry import ModelRegistry
 from gateway.store import is_model_id
@@ -28,17 +30,51 @@ _SHOWN_CHARS = 140
 
 
 @dataclass(frozen=True)
+class AdapterInfo:
+    name: str  # as the client names it: "name" (the current version) or "name@N"
+    base_model_id: str
+    created: float  # when the version was published (epoch seconds)
+
+
+@dataclass(frozen=True)
 class ResolvedModel:
-    base_model_id: str  # the store's model that runs the request
-    adapter: str | None = None  # the tuned adapter on it ("name" or "name@N"); None: the base model
+    base_model_id: str  # the store's model the request runs on
+    adapter: AdapterInfo | None = None  # the tuned adapter on it; None: the base model itself
+
+    @property
+    def served_id(self) -> str:
+        """The id the core serves the request under (an adapter's name, or the base model's)."""
+        return self.adapter.name if self.adapter is not None else self.base_model_id
 
 
 class AdapterCatalog(Protocol):
     """What the resolver needs of the adapter store (reads files: called in a thread)."""
 
-    def base_model_of(self, reference: str) -> str | None:
-        """The base model id of adapter ``name`` / ``name@N``; None when there is no such adapter."""
+    def lookup(self, name: str) -> AdapterInfo | None:
+        """Adapter ``name`` / ``name@N``; None when there is no such adapter or version."""
         ...
+
+    def current(self) -> list[AdapterInfo]:
+        """Every adapter under its bare name (its current version)."""
+        ...
+
+
+class StoredAdapters:
+    """``AdapterCatalog`` over the adapter store."""
+
+    def __init__(self, store: AdapterStore) -> None:
+        self._store = store
+
+    def lookup(self, name: str) -> AdapterInfo | None:
+        try:
+            version = self._store.get(name)
+        except AdapterStoreError:  # none, no such version, or unreadable: not servable by name
+            return None
+        return AdapterInfo(name, version.base_model, version.created)
+
+    def current(self) -> list[AdapterInfo]:
+        found = (self.lookup(name) for name in self._store.names())
+        return [info for info in found if info is not None]
 
 
 class ModelNameResolver:
@@ -53,14 +89,20 @@ class ModelNameResolver:
         if match["version"] is None and await self._is_base_model(name):
             return ResolvedModel(name)
         if self._adapters is not None:
-            base = await asyncio.to_thread(self._adapters.base_model_of, name)
-            if base is not None:
-                return ResolvedModel(base, adapter=name)
+            info = await asyncio.to_thread(self._adapters.lookup, name)
+            if info is not None:
+                return ResolvedModel(info.base_model_id, info)
         if match["version"] is not None:
             raise ModelNotFound(
                 f"the model {_shown(name)} does not exist (name@N names a version of a tuned adapter)"
             )
         raise ModelNotFound(f"the model {_shown(name)} does not exist")
+
+    async def adapters(self) -> list[AdapterInfo]:
+        """Every tuned adapter by its bare name (none when no catalog is plugged in)."""
+        if self._adapters is None:
+            return []
+        return await asyncio.to_thread(self._adapters.current)
 
     async def _is_base_model(self, model_id: str) -> bool:
         if model_id in self._registry.loaded_ids():

@@ -2,10 +2,11 @@
 
 ``GET /v1/models``, ``GET /v1/models/{model}``, ``POST /v1/completions``,
 ``POST /v1/chat/completions`` (both streamed or not) and ``POST /v1/embeddings``, in the shapes
-the official ``openai`` client parses. ``model`` is resolved by ``ModelNameResolver`` (base
-models today; tuned adapters plug in there). Chat messages are rendered with the model's own
-chat template by the core. Errors are OpenAI's body (``openai_errors``, registered for ``/v1``
-in ``create_app``) with the status of the one table; ``x-request-timeout-ms`` sets the deadline.
+the official ``openai`` client parses. ``model`` is resolved by ``ModelNameResolver``: a store
+model, or a tuned adapter (``name`` / ``name@N``) served by the core on its base model; the
+model list shows both. Chat messages are rendered with the model's own chat template by the
+core. Errors are OpenAI's body (``openai_errors``, registered for ``/v1`` in ``create_app``)
+with the status of the one table; ``x-request-timeout-ms`` sets the deadline.
 
 Bodies are parsed here rather than by FastAPI, so a bad field is a 400 naming it (``param``).
 The routes are left out of ``/openapi.json``: that document is shaped for Caikit's clients and
@@ -23,7 +24,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.core import RequestContext, TaskService
-from gateway.errors import TaskNotSupported
 from gateway.frontends.http import openai_convert as convert
 from gateway.frontends.http.common import request_context, until_disconnect
 from gateway.frontends.http.openai_schemas import (
@@ -33,7 +33,7 @@ from gateway.frontends.http.openai_schemas import (
     parse_request,
 )
 from gateway.frontends.http.openai_stream import StreamShape, close_all, events, run_all
-from gateway.frontends.model_names import ModelNameResolver, ResolvedModel
+from gateway.frontends.model_names import ModelNameResolver, StoredAdapters
 from gateway.generation.params import GenerationParams
 from gateway.registry import ModelStatus
 from gateway.store import MANIFEST
@@ -43,24 +43,28 @@ Jobs = list[tuple[str, GenerationParams]]  # (prompt, params) per choice, in cho
 
 def openai_router(core: TaskService, names: ModelNameResolver | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1", include_in_schema=False)
-    resolver = names or ModelNameResolver(core.registry)
+    adapters = StoredAdapters(core.adapters.store) if core.adapters is not None else None
+    resolver = names or ModelNameResolver(core.registry, adapters)
 
     async def served(model: str) -> str:
-        resolved = await resolver.resolve(model)
-        return _base_model(resolved)
+        return (await resolver.resolve(model)).served_id
 
     @router.get("/models")
     async def list_models() -> JSONResponse:
         statuses = [s for s in await core.registry.status() if s.tasks]  # readable manifests
         created = await asyncio.to_thread(_created_times, statuses)
-        data = [convert.model_card(s, t) for s, t in zip(statuses, created, strict=True)]
+        data = [convert.model_card(s.model_id, t) for s, t in zip(statuses, created, strict=True)]
+        data += [convert.model_card(a.name, int(a.created)) for a in await resolver.adapters()]
         return JSONResponse({"object": "list", "data": data})
 
     @router.get("/models/{model}")
     async def get_model(model: str) -> JSONResponse:
-        status = await core.registry.model_status(await served(model))
+        resolved = await resolver.resolve(model)
+        if resolved.adapter is not None:
+            return JSONResponse(convert.model_card(model, int(resolved.adapter.created)))
+        status = await core.registry.model_status(resolved.base_model_id)
         created = await asyncio.to_thread(_created_times, [status])
-        return JSONResponse({**convert.model_card(status, created[0]), "id": model})
+        return JSONResponse(convert.model_card(model, created[0]))
 
     @router.post("/completions")
     async def completions(request: Request) -> Response:
@@ -140,12 +144,6 @@ def _shape(
 ) -> StreamShape:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamShape(ctx.request_id, created, body.model, chat, include_usage, per_prompt)
-
-
-def _base_model(resolved: ResolvedModel) -> str:
-    if resolved.adapter is not None:  # the adapter store plugs into the resolver before the core
-        raise TaskNotSupported(f"tuned adapter {resolved.adapter!r} cannot be served through /v1 yet")
-    return resolved.base_model_id
 
 
 def _created_times(statuses: list[ModelStatus]) -> list[int]:

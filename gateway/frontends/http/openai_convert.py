@@ -26,7 +26,6 @@ from gateway.frontends.http.openai_schemas import (
 from gateway.generation.chat import ChatMessage
 from gateway.generation.params import MAX_STOP_SEQUENCE_CHARS, MAX_STOP_SEQUENCES, GenerationParams
 from gateway.generation.results import FinishReason, GenerationOutput
-from gateway.registry import ModelStatus
 from gateway.results import EmbeddingOutput
 
 MAX_CHOICES = 16  # generations per request (prompts x n): they share one model's running batch
@@ -268,5 +267,5 @@ def _vector(values: np.ndarray, encoding: str | None) -> list[float] | str:
     return values.astype(np.float32).tolist()
 
 
-def model_card(status: ModelStatus, created: int) -> Json:
-    return {"id": status.model_id, "object": "model", "created": created, "owned_by": OWNER}
+def model_card(model_id: str, created: int) -> Json:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER}
