@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -207,3 +208,35 @@ def test_a_failing_or_malformed_answer_is_unavailable(
     finally:
         runtime.unload()
         fake.close()
+
+
+def test_a_hosted_classifier_serves_a_remote_classification_head(store: Path, tokenizer_folder: Path) -> None:
+    from tests.models import CLASSIFIER, CLASSIFIER_LABELS, SOURCES
+
+    hosted = HostedKServe("classifier", store / CLASSIFIER)
+    try:
+        metadata = httpx.get(f"{hosted.http}/v2/models/classifier", timeout=30).json()
+        assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
+        runtime = RemoteV2Encoder(
+            source=tokenizer_folder,
+            work_dir=tokenizer_folder,
+            options={
+                "url": f"grpc://{hosted.grpc}",
+                "model_name": "classifier",
+                "head": "classification",
+                "labels": list(CLASSIFIER_LABELS),
+            },
+            threads=ThreadSettings(),
+        )
+        runtime.load()
+        local = OnnxEncoder(
+            source=SOURCES / CLASSIFIER, work_dir=store / CLASSIFIER, options={}, threads=ThreadSettings()
+        )
+        local.load()
+        batch = runtime.tokenize(TEXTS, None)
+        probabilities = runtime.run_batch(with_deadline(batch, 60))
+        np.testing.assert_allclose(probabilities, local.run_batch(batch), atol=1e-5)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        runtime.unload()
+    finally:
+        assert hosted.stop() == 0, hosted.said
