@@ -27,6 +27,7 @@ from gateway.registry import ModelRegistry
 from gateway.settings import Settings
 from gateway.store import ModelStore, prepare_store
 from gateway.store_watch import watch_store
+from gateway.tuning import TuningService
 from runtimes import export_worker
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Gateway:
         self.core.adapters = self.adapters
         self.jobs_dir = root / ".jobs"
         self.jobs: JobManager | None = None  # opened at start (its SQLite file is created then)
+        self.tuning: TuningService | None = None
         self._watch_stop = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -85,6 +87,7 @@ class Gateway:
             job_store, self.adapter_store, self.jobs_dir, self.settings.tuning, self.adapters.on_published
         )
         await self.jobs.start()
+        self.tuning = TuningService(self.jobs, self.adapters, self.registry.store, self.settings.tuning)
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
         self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))

@@ -37,10 +37,11 @@ class TaskgateError(Exception):
 
     kind: ErrorKind = ErrorKind.INTERNAL
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self.param = param  # the request field at fault, when one is (OpenAI's error "param")
 
 
 class InvalidInput(TaskgateError):

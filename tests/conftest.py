@@ -81,10 +81,10 @@ def http(gateway: GatewayThread) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def tuning_store() -> Path:
+def tuning_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tuning_store import build_tuning_store
 
-    return build_tuning_store()
+    return build_tuning_store(tmp_path_factory.mktemp("tuning-store"))
 
 
 @pytest.fixture(scope="session")

@@ -44,9 +44,10 @@ def worker_main(
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
-        from adapters.tuning import TuningCancelled, TuningSpec, run_tuning
+        from adapters.tuning import SPEC_FIELDS, TuningCancelled, TuningSpec, run_tuning
 
-        tuning_spec = TuningSpec.from_dict({**spec, "threads": threads})
+        fields = {key: value for key, value in spec.items() if key in SPEC_FIELDS}
+        tuning_spec = TuningSpec.from_dict({**fields, "threads": threads})
 
         def on_progress(progress: Any) -> None:
             send({"type": "progress", **dataclasses.asdict(progress)})
