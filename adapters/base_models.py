@@ -23,8 +23,8 @@ class ModelKind(enum.Enum):
     ENCODER = "encoder"
 
 
-# model types of encoder-only families (BERT and its relatives); decoder families are recognised by
-# their *ForCausalLM architecture or by transformers' causal-LM table
+# model types of encoder-only families (BERT and its relatives); causal LMs are recognised by their
+# *ForCausalLM architecture (config.json's "architectures", which save_pretrained always writes)
 _ENCODER_TYPES = frozenset(
     {"bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
      "mpnet", "camembert", "modernbert", "nomic_bert"}
@@ -56,11 +56,10 @@ def folder_kind(folder: Path) -> ModelKind:
         return ModelKind.CAUSAL_LM
     if model_type in _ENCODER_TYPES:
         return ModelKind.ENCODER
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return ModelKind.CAUSAL_LM
-    raise ValueError(f"{folder}: model type {model_type!r} is neither a known encoder nor a causal LM")
+    raise ValueError(
+        f"{folder}: model type {model_type!r} is neither a known encoder nor a causal LM "
+        "(config.json names no *ForCausalLM architecture)"
+    )
 
 
 def _check_weights(folder: Path) -> None:

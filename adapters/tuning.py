@@ -68,7 +68,8 @@ class TuningSpec:
             )
         if "method" not in data:
             raise ValueError("spec field 'method' is required")
-        store = data.get("model_store", model_store)
+        if data.get("model_store") is not None:
+            model_store = _path(data["model_store"], "model_store", relative_to)
         if data.get("base_model_path") is not None:
             folder = _path(data["base_model_path"], "base_model_path", relative_to)
             model_id = data.get("base_model")
@@ -79,7 +80,7 @@ class TuningSpec:
                 raise ValueError("spec field 'base_model' is required (a model store id or a model folder)")
             base = resolve_base_model(
                 data["base_model"],
-                model_store=_path(store, "model_store", relative_to) if store is not None else None,
+                model_store=model_store,
                 relative_to=relative_to,
             )
             folder, model_id = base.folder, base.model_id
@@ -219,6 +220,19 @@ def run_tuning(
     return TuningResult(checked.output, checked.method, checked.base.model_id, metrics, files)
 
 
+def _name_the_base(config_path: Path, model_id: str) -> None:
+    """PEFT records the trainer's folder paths, which mean nothing where the adapter is served:
+    name the base model by its id instead (PEFT reads neither path in inference mode, but a config
+    with TEXT init must name a tokenizer)."""
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    for key in ("base_model_name_or_path", "tokenizer_name_or_path"):
+        if config.get(key):
+            config[key] = model_id
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def _write_output(checked: CheckedSpec, prepared: Any, metrics: dict[str, float]) -> tuple[str, ...]:
     output = checked.output
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +240,7 @@ def _write_output(checked: CheckedSpec, prepared: Any, metrics: dict[str, float]
     try:
         about = checked.trainer.save(prepared, staging)
         (staging / "README.md").unlink(missing_ok=True)  # PEFT's model card: not ours to publish
+        _name_the_base(staging / "adapter_config.json", checked.base.model_id)
         strays = sorted(p.name for p in staging.iterdir() if not p.name.endswith(ALLOWED_SUFFIXES))
         if strays:
             raise RuntimeError(f"the trainer wrote files that are not safetensors or JSON: {strays}")

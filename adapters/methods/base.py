@@ -32,6 +32,25 @@ class Prepared:
     tokenizer: Any
 
 
+def check_target_modules(model: Any, targets: tuple[str, ...] | str) -> None:
+    """Every LoRA target names a linear layer of ``model`` (PEFT's own error names no module)."""
+    import torch
+
+    if isinstance(targets, str):  # "all-linear"
+        return
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    missing = [target for target in targets if target not in linear]
+    if missing:
+        raise ValueError(
+            f"target_modules {missing} are not linear layers of this {type(model).__name__}; "
+            f"it has {', '.join(sorted(linear))}"
+        )
+
+
 class MethodTrainer(abc.ABC, Generic[ConfigT]):
     """One tuning method: built with its validated config."""
 

@@ -10,7 +10,6 @@ its PEFT config; PEFT wraps the model, and ``save_pretrained(safe_serialization=
 from __future__ import annotations
 
 import abc
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,6 +61,9 @@ class CausalLMTrainer(MethodTrainer[CausalConfigT], abc.ABC):
     def task_id(self, record: GenerationRecord) -> int:
         raise NotImplementedError
 
+    def check_model(self, model: Any) -> None:
+        """A ValueError when the loaded base does not fit the config (before PEFT wraps it)."""
+
     def describe(self) -> dict[str, Any]:
         """Method-specific entries for tuning.json."""
         return {}
@@ -77,7 +79,9 @@ class CausalLMTrainer(MethodTrainer[CausalConfigT], abc.ABC):
         from peft import get_peft_model
 
         tokenizer = load_tokenizer(folder)
-        model = get_peft_model(load_causal_lm(folder), self.peft_config(folder))
+        base = load_causal_lm(folder)
+        self.check_model(base)
+        model = get_peft_model(base, self.peft_config(folder))
         generator = torch.Generator().manual_seed(self.config.seed)
         train = self._loader(self._features(tokenizer, self.train_records), tokenizer, generator)
         validation = None
@@ -101,13 +105,6 @@ class CausalLMTrainer(MethodTrainer[CausalConfigT], abc.ABC):
 
     def save(self, prepared: Prepared, folder: Path) -> dict[str, Any]:
         prepared.model.save_pretrained(str(folder), safe_serialization=True)
-        config_path = folder / "adapter_config.json"
-        config = json.loads(config_path.read_text())
-        # the trainer's absolute paths mean nothing where the adapter is served
-        config["base_model_name_or_path"] = None
-        if config.get("tokenizer_name_or_path"):
-            config["tokenizer_name_or_path"] = None
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
         return {
             "verbalizer": self.config.verbalizer,
             "eos_token": prepared.tokenizer.eos_token,

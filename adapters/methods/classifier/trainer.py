@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.base_models import ModelKind
-from adapters.methods.base import MethodTrainer, Prepared
+from adapters.methods.base import MethodTrainer, Prepared, check_target_modules
 from adapters.methods.classifier.config import ClassifierConfig
 from adapters.methods.data import ClassificationRecord, RawRecord, check_labels, classification_records
 
@@ -60,6 +60,7 @@ class ClassifierTrainer(MethodTrainer[ClassifierConfig]):
         )
         import peft
 
+        check_target_modules(model, self.config.target_modules)
         lora = peft.LoraConfig(
             task_type=peft.TaskType.SEQ_CLS,
             r=self.config.r,
@@ -97,10 +98,6 @@ class ClassifierTrainer(MethodTrainer[ClassifierConfig]):
 
     def save(self, prepared: Prepared, folder: Path) -> dict[str, Any]:
         prepared.model.save_pretrained(str(folder), safe_serialization=True)
-        config_path = folder / "adapter_config.json"
-        config = json.loads(config_path.read_text())
-        config["base_model_name_or_path"] = None  # the trainer's path means nothing where it is served
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
         labels = {
             "labels": list(self.labels),
             "id2label": {str(index): label for index, label in enumerate(self.labels)},

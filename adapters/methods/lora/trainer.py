@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from adapters.methods.base import check_target_modules
 from adapters.methods.causal_lm_trainer import CausalLMTrainer
 from adapters.methods.lora.config import LoraConfig
 
 
 class LoraTrainer(CausalLMTrainer[LoraConfig]):
+    def check_model(self, model: Any) -> None:
+        check_target_modules(model, self.config.target_modules)
+
     def peft_config(self, folder: Path) -> Any:
         import peft
 
