@@ -92,9 +92,11 @@ class Gateway:
             await self.registry.get(model_id)
         self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
-        self._grpc, grpc_port = await start_grpc(self.core, self.management, server, self.settings.registry)
+        self._grpc, grpc_port = await start_grpc(
+            self.core, self.management, server, self.settings.registry, self.tuning
+        )
         config = uvicorn.Config(
-            create_app(self.core, self.management, server),
+            create_app(self.core, self.management, server, self.tuning),
             host=server.host,
             port=server.http_port,
             log_level=server.log_level,

@@ -27,6 +27,7 @@ from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
 from gateway.settings import RegistrySettings, ServerSettings
+from gateway.tuning import TuningService
 from gateway.wire import caikit_data_model_common_runtime_pb2 as runtime_pb2
 from gateway.wire import caikit_runtime_info_pb2, caikit_runtime_info_pb2_grpc
 from gateway.wire import caikit_runtime_models_pb2 as caikit_models_pb2
@@ -81,9 +82,14 @@ def modelmesh_address(endpoint: str, host: str) -> str:
 
 
 async def start_grpc(
-    core: TaskService, management: ModelManagement, settings: ServerSettings, registry: RegistrySettings
+    core: TaskService,
+    management: ModelManagement,
+    settings: ServerSettings,
+    registry: RegistrySettings,
+    tuning: TuningService | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start the gRPC server; returns it and the bound port (useful when the port is 0)."""
+    """Start the gRPC server; returns it and the bound port (useful when the port is 0).
+    ``tuning`` (None: no tuning services) serves the training and adapter services."""
     largest = max(settings.max_request_bytes, settings.max_deploy_bytes)
     guard = RequestGuard(settings.max_request_bytes, {DEPLOY_METHOD: settings.max_deploy_bytes})
     server = grpc.aio.server(

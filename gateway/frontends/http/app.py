@@ -29,11 +29,18 @@ from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
 from gateway.settings import ServerSettings
+from gateway.tuning import TuningService
 
 log = logging.getLogger(__name__)
 
 
-def create_app(core: TaskService, management: ModelManagement, settings: ServerSettings) -> FastAPI:
+def create_app(
+    core: TaskService,
+    management: ModelManagement,
+    settings: ServerSettings,
+    tuning: TuningService | None = None,
+) -> FastAPI:
+    """The app; ``tuning`` (None: no tuning routes) serves the job and adapter routes."""
     app = FastAPI(
         title="Taskgate",
         version=__version__,
