@@ -27,3 +27,14 @@ def test_the_table_agrees_between_grpc_and_http() -> None:
     }
     for code in WIRE.values():
         assert code.http in expected[code.grpc]
+
+
+def test_kserve_never_reads_the_gateway_command_line() -> None:
+    # kserve parses sys.argv when imported; a value it cannot parse would end the process
+    import subprocess
+    import sys
+
+    argv = "['taskgate', '--http_port', 'not-a-port']"
+    probe = f"import sys; sys.argv = {argv}; import gateway.frontends.kserve_v2"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
