@@ -2,7 +2,8 @@
 
 The HTTP status still comes from the one table (``wire_codes``); this only names the error the
 way OpenAI clients expect: ``type`` and ``code`` strings per error kind, and ``param`` (the
-request field at fault) when the error says which one (``OpenAIParamError``).
+request field at fault) when the error names one (``TaskgateError.param``); ``OpenAIParamError``
+also carries OpenAI's own ``code`` (e.g. ``unsupported_value``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ class OpenAIParamError(InvalidInput):
     """Bad input in one request field: a 400 whose body names the field (``param``)."""
 
     def __init__(self, message: str, *, param: str | None, code: str = "invalid_value") -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, param=param)
         self.code = code
 
 
@@ -46,6 +46,5 @@ def unsupported(param: str, what: str) -> OpenAIParamError:
 
 def openai_error_body(error: TaskgateError, request_id: str) -> Json:
     kind_type, kind_code = _NAMES.get(error.kind, ("server_error", "internal_error"))
-    param = error.param if isinstance(error, OpenAIParamError) else None
     code = error.code if isinstance(error, OpenAIParamError) else kind_code
-    return {"error": {"message": safe_message(error), "type": kind_type, "param": param, "code": code}}
+    return {"error": {"message": safe_message(error), "type": kind_type, "param": error.param, "code": code}}
