@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -19,16 +20,13 @@ FACT_STEPS = 15
 FACT_LEARNING_RATE = 5e-3
 
 
-def _greedy(model: object, tokenizer: object, prompt: str) -> str:
-    inputs = tokenizer(prompt, return_tensors="pt")  # type: ignore[operator]
+def _greedy(model: Any, tokenizer: Any, prompt: str) -> str:
+    inputs = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
-        out = model.generate(  # type: ignore[attr-defined]
-            **inputs,
-            max_new_tokens=12,
-            do_sample=False,
-            pad_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
+        out = model.generate(
+            **inputs, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id
         )
-    return str(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))  # type: ignore[attr-defined]
+    return str(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 
 
 def test_lora_teaches_smollm2_made_up_facts(store: Path, tmp_path: Path) -> None:
