@@ -68,6 +68,7 @@ class TuningSpec:
             )
         if "method" not in data:
             raise ValueError("spec field 'method' is required")
+        method = TuningMethod.parse(data["method"])  # before the base model (which may convert)
         if data.get("model_store") is not None:
             model_store = _path(data["model_store"], "model_store", relative_to)
         if data.get("base_model_path") is not None:
@@ -78,11 +79,7 @@ class TuningSpec:
         else:
             if "base_model" not in data:
                 raise ValueError("spec field 'base_model' is required (a model store id or a model folder)")
-            base = resolve_base_model(
-                data["base_model"],
-                model_store=model_store,
-                relative_to=relative_to,
-            )
+            base = resolve_base_model(data["base_model"], model_store=model_store, relative_to=relative_to)
             folder, model_id = base.folder, base.model_id
         output = data.get("output_dir")
         hyperparameters = data.get("hyperparameters", {})
@@ -91,7 +88,7 @@ class TuningSpec:
         threads = data.get("threads", 1)
         check_int("threads", threads, 1, 1024)
         return cls(
-            method=TuningMethod.parse(data["method"]),
+            method=method,
             base_model_path=folder,
             base_model=model_id,
             train=_data(data, "train", relative_to, required=True),  # type: ignore[arg-type]
