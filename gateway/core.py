@@ -85,6 +85,8 @@ class TaskService:
         self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._inflight: dict[str, int] = {}
         self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
+        # live batching changes made before a model's batcher existed, per loaded instance
+        self._live_batching: dict[str, tuple[LoadedModel, BatchSettings]] = {}
         self._own_pools: dict[str, ThreadPoolExecutor] = {}  # I/O-bound models' (Runtime.io_threads)
         self.generation = GenerationService()
         self.adapters: AdapterServing | None = None  # set when an adapter store serves tuned adapters
@@ -103,6 +105,9 @@ class TaskService:
         (the drain timed out) end UNAVAILABLE; running batches finish first. The scheduler
         thread is joined off the event loop."""
         reason = f"model {model.model_id!r} was unloaded while the request waited; retry"
+        live = self._live_batching.get(model.model_id)
+        if live is not None and live[0] is model:
+            del self._live_batching[model.model_id]
         entry = self._batchers.get(model.model_id)
         if entry is not None and entry[0] is model:
             del self._batchers[model.model_id]
@@ -118,6 +123,13 @@ class TaskService:
         entry = self._batchers.get(model_id)
         if entry is not None and entry[0] is model:
             return entry[1].settings
+        return self._settings_for(model)
+
+    def _settings_for(self, model: LoadedModel) -> BatchSettings:
+        """A live change made before the model's batcher existed, else the manifest's."""
+        live = self._live_batching.get(model.model_id)
+        if live is not None and live[0] is model:
+            return live[1]
         return _batch_settings(model)
 
     async def set_batching(self, model_id: str, values: dict[str, Any], *, persist: bool) -> BatchSettings:
@@ -127,9 +139,12 @@ class TaskService:
         settings = BatchSettings.from_mapping({**current, **values})
         if persist:
             await asyncio.to_thread(self.registry.update_settings, model_id, {"batching": settings.as_dict()})
+        model = await self.registry.get(model_id)
         entry = self._batchers.get(model_id)
-        if entry is not None:
+        if entry is not None and entry[0] is model:
             entry[1].update(settings)
+        else:  # no batcher yet: the one made for this loaded instance starts with it
+            self._live_batching[model_id] = (model, settings)
         return settings
 
     # -- tasks ---------------------------------------------------------------------------
@@ -397,7 +412,7 @@ class TaskService:
             executor = ThreadPoolExecutor(workers, thread_name_prefix=f"io-{model.model_id}"[:15])
             self._own_pools[model.model_id] = executor
         batcher: EncoderBatcher = DynamicBatcher(
-            model.model_id, run, _batch_settings(model), executor, self.metrics, max_running=workers
+            model.model_id, run, self._settings_for(model), executor, self.metrics, max_running=workers
         )
         self._batchers[model.model_id] = (model, batcher)
         return batcher

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
-from tests.models import MINILM, SHORT_POSITIONS
+from tests.models import CLASSIFIER, MINILM, SHORT_POSITIONS
 
 META = (("mm-model-id", MINILM),)
 TEXTS = [f"sentence number {i} about {'cats' if i % 2 else 'the stock market'} today" for i in range(32)]
@@ -142,6 +142,23 @@ def test_a_live_batching_change_persists_only_when_asked(http: httpx.Client, sto
     finally:
         manifest.write_text(written)
         http.put(url, json=before)
+
+
+def test_a_live_change_made_before_the_first_request_holds(http: httpx.Client) -> None:
+    # the model is loaded but has no batcher yet: the change must reach the batcher made later
+    http.post(f"/management/models/{CLASSIFIER}/unload")
+    url = f"/management/models/{CLASSIFIER}/batching"
+    before = http.get(url).json()
+    try:
+        assert http.put(url, json={"max_queue_delay_ms": 0.75}).json()["max_queue_delay_ms"] == 0.75
+        assert http.get(url).json()["max_queue_delay_ms"] == 0.75
+        body = {"model_id": CLASSIFIER, "inputs": "a fine day"}
+        assert http.post("/api/v1/task/text-classification", json=body).status_code == 200
+        assert http.get(url).json()["max_queue_delay_ms"] == 0.75  # the batcher runs with it
+        http.post(f"/management/models/{CLASSIFIER}/unload")  # a live change lasts while loaded
+        assert http.get(url).json()["max_queue_delay_ms"] == before["max_queue_delay_ms"]
+    finally:
+        http.put(url, json={k: v for k, v in before.items() if k != "persisted"})
 
 
 def test_http_client_that_disconnects_is_dropped_before_the_model(
