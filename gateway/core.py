@@ -20,7 +20,8 @@ import numpy as np
 
 from gateway import __version__
 from gateway.adapter_serving import AdapterServing
-from gateway.batcher import BatchSettings, DynamicBatcher
+from gateway.batcher import BatchSettings
+from gateway.encoding import EncoderBatchers, bucket
 from gateway.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -28,7 +29,6 @@ from gateway.errors import (
     PayloadTooLarge,
     TaskgateError,
     TaskNotSupported,
-    Unavailable,
     internal,
 )
 from gateway.generation.chat import ChatMessage, ChatPrompt, render_chat_prompt
@@ -49,12 +49,11 @@ from gateway.results import (
 )
 from gateway.settings import RequestLimits
 from gateway.tasks import Task
-from runtimes.base import EncoderRuntime, RuntimeUnavailable, ThreadSettings, TokenRow, pad_rows
+from runtimes.base import EncoderRuntime, ThreadSettings, TokenRow
 from runtimes.causal_lm import CausalLMRuntime
 
 log = logging.getLogger(__name__)
 
-LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024)  # token-length buckets for batching
 INLINE_TOKENIZE_CHARS = 4096  # tokenize smaller requests on the event loop, larger in a thread
 
 
@@ -66,9 +65,6 @@ class RequestContext:
 
 # a row carries its request's deadline: a batch is bounded by the latest of its rows' (runtimes
 # that wait on I/O bound their call by it; the batcher answers each row by its own deadline)
-EncoderBatcher = DynamicBatcher[tuple[TokenRow, float], np.ndarray]
-
-
 class TaskService:
     def __init__(
         self,
@@ -81,56 +77,29 @@ class TaskService:
         self.metrics = metrics or Metrics()
         self._limits = limits
         self._threads = threads
-        self._executor = ThreadPoolExecutor(threads.model_workers, thread_name_prefix="model")
         self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._inflight: dict[str, int] = {}
-        self._batchers: dict[str, tuple[LoadedModel, EncoderBatcher]] = {}
-        # live batching changes made before a model's batcher existed, per loaded instance
-        self._live_batching: dict[str, tuple[LoadedModel, BatchSettings]] = {}
-        self._own_pools: dict[str, ThreadPoolExecutor] = {}  # I/O-bound models' (Runtime.io_threads)
+        self._encoders = EncoderBatchers(threads, self.metrics)
         self.generation = GenerationService()
         self.adapters: AdapterServing | None = None  # set when an adapter store serves tuned adapters
         registry.on_unload(self._release)
 
     async def close(self) -> None:
-        for _, batcher in self._batchers.values():
-            await batcher.close()
-        self._batchers.clear()
+        await self._encoders.close()
         await asyncio.to_thread(self.generation.close)
-        for pool in (self._executor, self._prep_executor, *self._own_pools.values()):
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._prep_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _release(self, model: LoadedModel) -> None:
         """Before a drained model unloads: its batcher and scheduler go. Requests still there
         (the drain timed out) end UNAVAILABLE; running batches finish first. The scheduler
         thread is joined off the event loop."""
         reason = f"model {model.model_id!r} was unloaded while the request waited; retry"
-        live = self._live_batching.get(model.model_id)
-        if live is not None and live[0] is model:
-            del self._live_batching[model.model_id]
-        entry = self._batchers.get(model.model_id)
-        if entry is not None and entry[0] is model:
-            del self._batchers[model.model_id]
-            await entry[1].close(reason)
-            pool = self._own_pools.pop(model.model_id, None)
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        await self._encoders.release(model, reason)
         await self.generation.release(model.runtime)
 
     # -- batching settings (management) --------------------------------------------------
     async def batching(self, model_id: str) -> BatchSettings:
-        model = await self.registry.get(model_id)
-        entry = self._batchers.get(model_id)
-        if entry is not None and entry[0] is model:
-            return entry[1].settings
-        return self._settings_for(model)
-
-    def _settings_for(self, model: LoadedModel) -> BatchSettings:
-        """A live change made before the model's batcher existed, else the manifest's."""
-        live = self._live_batching.get(model.model_id)
-        if live is not None and live[0] is model:
-            return live[1]
-        return _batch_settings(model)
+        return self._encoders.settings(await self.registry.get(model_id))
 
     async def set_batching(self, model_id: str, values: dict[str, Any], *, persist: bool) -> BatchSettings:
         """Validate and apply to the live batcher; with ``persist`` also write it into the model's
@@ -139,12 +108,7 @@ class TaskService:
         settings = BatchSettings.from_mapping({**current, **values})
         if persist:
             await asyncio.to_thread(self.registry.update_settings, model_id, {"batching": settings.as_dict()})
-        model = await self.registry.get(model_id)
-        entry = self._batchers.get(model_id)
-        if entry is not None and entry[0] is model:
-            entry[1].update(settings)
-        else:  # no batcher yet: the one made for this loaded instance starts with it
-            self._live_batching[model_id] = (model, settings)
+        self._encoders.update(await self.registry.get(model_id), settings)
         return settings
 
     # -- tasks ---------------------------------------------------------------------------
@@ -379,11 +343,11 @@ class TaskService:
             if isinstance(row, ValueError):
                 raise InvalidInput(str(row))
         token_rows = [row for row in rows if isinstance(row, TokenRow)]
-        batcher = self._batcher(model, encoder)
+        batcher = self._encoders.batcher(model, encoder)
         with self._admitted(model.model_id):
             try:
                 outputs = await batcher.submit(
-                    [((row, deadline), _bucket(len(row))) for row in token_rows], deadline
+                    [((row, deadline), bucket(len(row))) for row in token_rows], deadline
                 )
             except TaskgateError:
                 raise
@@ -391,31 +355,6 @@ class TaskService:
                 log.exception("runtime failure (request id %s)", ctx.request_id)
                 raise internal(ctx.request_id) from None
         return np.stack(outputs), sum(len(row) for row in token_rows)
-
-    def _batcher(self, model: LoadedModel, encoder: EncoderRuntime) -> EncoderBatcher:
-        entry = self._batchers.get(model.model_id)
-        if entry is not None and entry[0] is model:
-            return entry[1]
-
-        def run(rows: list[tuple[TokenRow, float]]) -> list[np.ndarray]:
-            batch = pad_rows([row for row, _ in rows], encoder.pad_id, max(d for _, d in rows))
-            try:
-                return list(encoder.run_batch(batch))
-            except RuntimeUnavailable as exc:  # the whole batch: the batcher does not retry row by row
-                raise Unavailable(
-                    f"model {model.model_id!r} is unavailable: {exc}", retry_after_s=1.0
-                ) from None
-
-        executor, workers = self._executor, self._threads.model_workers
-        if encoder.io_threads:  # a slow or gone remote must not hold the threads local models run on
-            workers = encoder.io_threads
-            executor = ThreadPoolExecutor(workers, thread_name_prefix=f"io-{model.model_id}"[:15])
-            self._own_pools[model.model_id] = executor
-        batcher: EncoderBatcher = DynamicBatcher(
-            model.model_id, run, self._settings_for(model), executor, self.metrics, max_running=workers
-        )
-        self._batchers[model.model_id] = (model, batcher)
-        return batcher
 
     def _deadline(self, ctx: RequestContext) -> float:
         now = time.monotonic()
@@ -436,15 +375,6 @@ class TaskService:
         except Exception:
             log.exception("runtime failure (request id %s)", ctx.request_id)
             raise internal(ctx.request_id) from None
-
-
-def _bucket(tokens: int) -> int:
-    return next((edge for edge in LENGTH_BUCKETS if tokens <= edge), tokens)
-
-
-def _batch_settings(model: LoadedModel) -> BatchSettings:
-    values = model.manifest.settings.get("batching", {})
-    return BatchSettings.from_mapping(values if isinstance(values, dict) else {})
 
 
 def _truncation(truncate: int | None, max_tokens: int) -> int | None:
