@@ -51,6 +51,14 @@ class AdapterTarget:
     model_key: str  # the registry key of the model serving it
     adapter: str | None  # the engine's key of the adapter (generation); None for a classifier
 
+    def prompt(self, text: str) -> str:
+        """The request's text as the adapter was trained to see it (Caikit's verbalizer,
+        ``{{input}}`` replaced by the text), as caikit-nlp does when it serves a prompt."""
+        verbalizer = self.version.extra.get("verbalizer")
+        if not isinstance(verbalizer, str) or "{{input}}" not in verbalizer:
+            return text
+        return verbalizer.replace("{{input}}", text)
+
     @property
     def tasks(self) -> frozenset[Task]:
         if self.version.method == CLASSIFIER_METHOD:
@@ -166,9 +174,11 @@ class AdapterServing:
 
 
 def _task_index(target: AdapterTarget) -> int | None:
+    """A multi-task prompt serves its first task (id 0; ``tuning.json`` maps task names to ids):
+    the task APIs have no field naming a task, as Caikit's do not."""
     if target.version.method != "multitask_prompt_tuning":
         return None
-    return int(target.version.extra.get("serve_task", 0))
+    return 0
 
 
 def _hf_folder(base: ModelManifest) -> Path:

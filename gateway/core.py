@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gateway import __version__
-from gateway.adapter_serving import AdapterServing
+from gateway.adapter_serving import AdapterServing, AdapterTarget
 from gateway.batcher import BatchSettings
 from gateway.encoding import EncoderBatchers, bucket
 from gateway.errors import (
@@ -197,8 +197,10 @@ class TaskService:
     ) -> GenerationOutput:
         self._check_generation(text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
-        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, adapter):
-            return await self.generation.generate(ctx, model, text, params, adapter)
+        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
+            if target is None:
+                return await self.generation.generate(ctx, model, text, params)
+            return await self.generation.generate(ctx, model, target.prompt(text), params, target.adapter)
 
     async def chat_prompt(
         self, ctx: RequestContext, model_id: str, messages: Sequence[ChatMessage]
@@ -216,7 +218,11 @@ class TaskService:
         """Stream chunks; the model stays in use (not evictable) until the stream ends."""
         self._check_generation(text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
-        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, adapter):
+        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
+            if target is not None:
+                text, adapter = target.prompt(text), target.adapter
+            else:
+                adapter = None
             stream = await self.generation.stream(ctx, model, text, params, adapter)
             try:
                 async for chunk in stream:
@@ -280,8 +286,8 @@ class TaskService:
     @contextlib.asynccontextmanager
     async def _served(
         self, ctx: RequestContext, model_id: str, task: Task
-    ) -> AsyncIterator[tuple[LoadedModel, str | None]]:
-        """The model serving ``model_id`` for ``task`` and the adapter key to apply (None: none).
+    ) -> AsyncIterator[tuple[LoadedModel, AdapterTarget | None]]:
+        """The model serving ``model_id`` for ``task`` and the adapter to apply (None: none).
         An adapter name (``name`` or ``name@N``) is served by the model derived for it."""
         adapters = self.adapters
         if adapters is not None and adapters.names_adapter(model_id):
@@ -293,7 +299,7 @@ class TaskService:
                 )
             async with self.registry.use(target.model_key, self._deadline(ctx)) as model:
                 await adapters.prepare(target, model)
-                yield model, target.adapter
+                yield model, target
             return
         async with self.registry.use(model_id, self._deadline(ctx)) as model:
             if task not in model.manifest.tasks:

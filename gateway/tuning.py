@@ -200,6 +200,11 @@ class TuningService:
         try:
             raw_train = load_records(train, "train")
             raw_validation = load_records(validation, "validation") if validation else []
+            if raw_validation and config.validation_fraction > 0:
+                raise InvalidInput(
+                    "give validation data or the validation_fraction hyper-parameter, not both",
+                    param="hyperparameters",
+                )
             if not raw_validation:
                 raw_train, raw_validation = split_off(raw_train, config.validation_fraction, config.seed)
             trainer_class(method)(config).check_data(raw_train, raw_validation)

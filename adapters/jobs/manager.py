@@ -21,7 +21,6 @@ import json
 import logging
 import multiprocessing
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -310,7 +309,7 @@ class JobManager:
             method=record.method,
             job_id=job_id,
             metrics=metrics,
-            extra=_adapter_extra(record.spec),
+            extra=await asyncio.to_thread(_adapter_extra, output),
         )
         if self._on_published is not None:
             await self._on_published(version)  # the registry serves it from the next request on
@@ -428,6 +427,12 @@ def _metrics_line(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())) or "no metrics"
 
 
-def _adapter_extra(spec: dict[str, Any]) -> dict[str, Any]:
-    keep = ("tasks", "labels", "verbalizer", "num_virtual_tokens")
-    return {k: spec[k] for k in keep if k in spec} | {"created_by": "taskgate", "at": time.time()}
+def _adapter_extra(output: Path) -> dict[str, Any]:
+    """What serving needs to know from the trainer's ``tuning.json``: the verbalizer a prompt goes
+    through, the tasks of a multi-task prompt, a classifier's labels."""
+    try:
+        about = json.loads((output / "tuning.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    keep = ("verbalizer", "tasks", "labels", "eos_token", "hyperparameters")
+    return {key: about[key] for key in keep if key in about}
