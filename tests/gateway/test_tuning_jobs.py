@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import httpx
 import pytest
 
@@ -19,6 +20,8 @@ from adapters.jobs.store import JobRecord, JobState
 from gateway.defaults import DEFAULT_EMBEDDING_MODEL
 from gateway.errors import InvalidInput
 from gateway.tuning import DataRef, JobInput, TuningService
+from gateway.wire import caikit_runtime_nlp_pb2 as nlp
+from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from tests.conftest import GatewayThread, gateway_settings
 from tests.tuning_data import topic_records
 
@@ -86,6 +89,14 @@ def test_a_classifier_job_publishes_and_serves(tuning_gateway: GatewayThread, ht
         assert response.status_code == 200, response.text
         right += response.json()["results"][0]["label"] == row["label"]
     assert right / len(held_out) >= 0.9
+    # and over gRPC, Caikit's TextClassificationTaskPredict with the adapter as mm-model-id
+    with grpc.insecure_channel(tuning_gateway.gateway.addresses.grpc) as channel:
+        stub = nlp_grpc.NlpServiceStub(channel)
+        reply = stub.TextClassificationTaskPredict(
+            nlp.TextClassificationTaskRequest(text=held_out[0]["text"]),
+            metadata=(("mm-model-id", "topic-clf"),),
+        )
+    assert reply.results[0].label == held_out[0]["label"]
     events = _run(tuning_gateway, service.events(record.id))
     assert any("published topic-clf@1" in e.message for e in events)
     assert any(e.message.startswith("step ") for e in events)
