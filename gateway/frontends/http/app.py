@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.core import TaskService
 from gateway.errors import InvalidInput, TaskgateError, internal
+from gateway.frontends.http.adapters import adapters_router
 from gateway.frontends.http.body_limit import BodyLimit
 from gateway.frontends.http.caikit_tasks import caikit_task_router
 from gateway.frontends.http.common import Json, request_id
@@ -24,6 +25,7 @@ from gateway.frontends.http.kserve_v2 import kserve_v2_router, v2_error_body
 from gateway.frontends.http.management import management_router
 from gateway.frontends.http.openai_api import openai_router
 from gateway.frontends.http.openai_errors import openai_error_body
+from gateway.frontends.http.openai_tuning import install_openai_tuning
 from gateway.frontends.http.openapi import install_caikit_openapi
 from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info
@@ -57,6 +59,9 @@ def create_app(
     bodies.register("/v2", v2_error_body)
     app.include_router(openai_router(core))
     bodies.register("/v1", openai_error_body)
+    if tuning is not None:
+        app.include_router(adapters_router(tuning))
+        install_openai_tuning(app, bodies, tuning)
 
     def respond(request: Request, error: TaskgateError) -> JSONResponse:
         return error_response(error, request_id(request), bodies.body_for(request.url.path))
