@@ -10,12 +10,11 @@ those tensors as they are; a prefill keeps only the last position's logits unles
 log-probabilities are asked for (``logits_to_keep``).
 
 Adapters (``load_adapter``): many PEFT adapters of this base at once, chosen per row, so
-sequences of different adapters share a forward pass. LoRA adapters live in one ``PeftModel``
-wrapping the base and are picked with PEFT's ``adapter_names`` (``"__base__"`` for rows without
-one; once wrapped, every call names each row's adapter, since the base's layers now hold the
-LoRA branches). A prompt adapter's virtual-token embeddings replace the placeholder columns the
-prefill put before the prompt (``ForwardInputs.starts``), as PEFT's prompt tuning feeds them.
-Loading, dropping and the forward pass hold one lock, so adapters change between steps only.
+sequences of different adapters share a forward pass. LoRA adapters live in a ``LoraBank``
+(runtimes/lora_bank.py: per-row gathered low-rank weights, two batched matmuls per adapted
+layer). A prompt adapter's virtual-token embeddings replace the placeholder columns the prefill
+put before the prompt (``ForwardInputs.starts``), as PEFT's prompt tuning feeds them. Weights are
+read outside the lock; only publishing them, and the forward pass, hold it.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import numpy as np
 
 from runtimes.base import ThreadSettings
 from runtimes.causal_lm_base import DEFAULT_MAX_CONTEXT, CausalLMBase, ForwardInputs
+from runtimes.lora_bank import LoraBank
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +53,7 @@ class TorchCausalLM(CausalLMBase[_Cache]):
     ) -> None:
         super().__init__(source=source, work_dir=work_dir, options=options, threads=threads)
         self._model: Any = None
-        self._peft: Any = None  # the PeftModel holding LoRA adapters, once one is loaded
+        self._loras: LoraBank | None = None
         self._prompts: dict[str, torch.Tensor] = {}  # prompt adapter -> [virtual tokens, hidden]
         self._lock = threading.Lock()
 
@@ -65,51 +65,53 @@ class TorchCausalLM(CausalLMBase[_Cache]):
         model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         model.eval()
         self._model = model
+        self._loras = LoraBank(model)
+        self._prompts = {}
         return sum(p.numel() * p.element_size() for p in model.parameters())
 
     def _unload_engine(self) -> None:
         with self._lock:
             self._model = None
-            self._peft = None
+            self._loras = None
             self._prompts = {}
 
     # -- adapters ------------------------------------------------------------------------
     @property
     def adapter_keys(self) -> frozenset[str]:
-        loras = set(self._peft.peft_config) if self._peft is not None else set()
-        return frozenset(loras | set(self._prompts))
+        loras = self._loras.keys if self._loras is not None else frozenset()
+        return loras | frozenset(self._prompts)
+
+    def adapter_bytes(self, key: str) -> int:
+        """Memory an adapter holds (0 when it is not loaded)."""
+        prompt = self._prompts.get(key)
+        if prompt is not None:
+            return int(prompt.numel() * prompt.element_size())
+        if self._loras is not None and key in self._loras.keys:
+            return self._loras.nbytes(key)
+        return 0
 
     def load_adapter(self, key: str, folder: Path, task: int | None = None) -> None:
         from runtimes.peft_adapters import AdapterFiles, AdapterFormatError
 
-        if self._model is None:
+        model, loras = self._model, self._loras
+        if model is None or loras is None:
             raise RuntimeError("model is not loaded")
         files = AdapterFiles.read(folder)
-        if files.is_prompt:
-            prompts = files.prompts(int(self._model.config.hidden_size))
-            index = task or 0
-            if not 0 <= index < len(prompts):
-                raise AdapterFormatError(f"{folder}: task {index} is not one of its {len(prompts)} tasks")
-            with self._lock:
-                self._prompts[key] = prompts[index]
+        if not files.is_prompt:
+            loras.add(key, folder)  # reads and stacks outside the lock; publishing is one assignment
             return
-        from peft import PeftModel
-
+        prompts = files.prompts(int(model.config.hidden_size))
+        index = task or 0
+        if not 0 <= index < len(prompts):
+            raise AdapterFormatError(f"{folder}: task {index} is not one of its {len(prompts)} tasks")
         with self._lock:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._model, str(folder), adapter_name=key)
-            else:
-                self._peft.load_adapter(str(folder), adapter_name=key)
-            self._peft.eval()
+            self._prompts[key] = prompts[index]
 
     def unload_adapter(self, key: str) -> None:
         with self._lock:
-            if (
-                self._prompts.pop(key, None) is None
-                and self._peft is not None
-                and key in self._peft.peft_config
-            ):
-                self._peft.delete_adapter(key)
+            self._prompts.pop(key, None)
+            if self._loras is not None:
+                self._loras.remove(key)
 
     def _virtual_tokens(self, adapter: str | None) -> int:
         prompt = self._prompts.get(adapter) if adapter is not None else None
@@ -152,14 +154,9 @@ class TorchCausalLM(CausalLMBase[_Cache]):
                 kwargs["inputs_embeds"] = embeds
             else:
                 kwargs["input_ids"] = ids
-            if self._peft is not None:
-                loras = self._peft.peft_config
-                names = [key if key in loras else "__base__" for key in inputs.adapters] or [
-                    "__base__"
-                ] * len(ids)
-                out = self._peft(**kwargs, adapter_names=names)
-            else:
-                out = self._model(**kwargs)
+            if self._loras is not None:
+                self._loras.select(inputs.adapters, len(ids))
+            out = self._model(**kwargs)
         layers = out.past_key_values.layers
         keys, values = [layer.keys for layer in layers], [layer.values for layer in layers]
         return out.logits.float(), _Cache(keys, values)

@@ -107,3 +107,59 @@ def test_the_onnx_engine_says_it_holds_no_adapters(tmp_path: Path) -> None:
     engine = OnnxCausalLM(source=tmp_path, work_dir=tmp_path, options={}, threads=ThreadSettings())
     with pytest.raises(AdapterUnsupported, match="torch-causal-lm"):
         engine.load_adapter("x", tmp_path)
+
+
+def _greedy_alone(runtime: TorchCausalLM, ids: tuple[int, ...], adapter: str | None, steps: int) -> list[int]:
+    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(500, ids, adapter=adapter),)))
+    tokens = [int(out.logits[0].argmax())]
+    while len(tokens) < steps:
+        out = runtime.run_batch(GenerationStep(decode=((500, tokens[-1]),)))
+        tokens.append(int(out.logits[0].argmax()))
+    runtime.run_batch(GenerationStep(release=(500,)))
+    return tokens
+
+
+def test_mixed_rows_joining_at_different_steps_match_running_alone(
+    runtime: TorchCausalLM, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    # a second LoRA of another rank and other target layers, so the stacks pad ranks and layers
+    torch.manual_seed(5)
+    other = get_peft_model(
+        _base(),
+        LoraConfig(r=2, target_modules=["k_proj", "o_proj"], init_lora_weights=False, task_type="CAUSAL_LM"),
+    )
+    other.save_pretrained(str(tmp_path / "lora2"), safe_serialization=True)
+    runtime.load_adapter("lora@1", adapters["lora"])
+    runtime.load_adapter("lora@2", tmp_path / "lora2")
+    runtime.load_adapter("prompt@1", adapters["prompt"])
+    steps = 8
+    plan = [  # (joins at step, prompt, adapter)
+        (0, "The capital of France is", "lora@1"),
+        (0, "Once upon a time", None),
+        (2, "1, 2, 3,", "prompt@1"),
+        (3, "The capital of France is", "lora@2"),
+        (5, "Water boils at", "lora@1"),
+    ]
+    ids = [tuple(runtime.encode(text)) for _, text, _ in plan]
+    alone = [_greedy_alone(runtime, ids[i], plan[i][2], steps) for i in range(len(plan))]
+    tokens: dict[int, list[int]] = {}
+    done: set[int] = set()
+    for step in range(steps + max(start for start, _, _ in plan)):
+        decode = tuple((seq, got[-1]) for seq, got in tokens.items() if len(got) < steps)
+        finished = tuple(seq for seq, got in tokens.items() if len(got) == steps and seq not in done)
+        prefill = tuple(
+            NewSequence(i, ids[i], adapter=plan[i][2])
+            for i, (start, _, _) in enumerate(plan)
+            if start == step
+        )
+        if not decode and not prefill and not finished:
+            continue
+        out = runtime.run_batch(GenerationStep(release=finished, decode=decode, prefill=prefill))
+        done.update(finished)
+        for seq in out.seq_ids:
+            tokens.setdefault(seq, []).append(int(out.logits[out.row(seq)].argmax()))
+    runtime.run_batch(GenerationStep(release=tuple(seq for seq in tokens if seq not in done)))
+    for i in range(len(plan)):
+        assert tokens[i][:steps] == alone[i], plan[i]
+    for key in ("lora@1", "lora@2", "prompt@1"):
+        runtime.unload_adapter(key)
