@@ -95,7 +95,7 @@ def test_a_training_file_is_uploaded_and_retrieved(client: openai.OpenAI, files:
     big = _jsonl(topic_records(2, seed=1)) * (MAX_REQUEST_BYTES // 100)  # over --max-request-bytes
     with pytest.raises(openai.APIStatusError) as status:
         client.files.create(file=("big.jsonl", big), purpose="fine-tune")
-    assert status.value.status_code == 413
+    assert status.value.status_code == 413 and status.value.code == "request_too_large"  # OpenAI's body
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve("file-" + "0" * 24)
 
