@@ -18,13 +18,18 @@ Files are checked against their recorded sha256 once per version, before its fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.store import AdapterNotFound, AdapterStore, AdapterStoreError, AdapterVersion
+from gateway.adapter_cache import AdapterCache
 from gateway.errors import InvalidInput, ModelNotFound, Unavailable
+from gateway.metrics import Metrics
 from gateway.registry import LoadedModel, ModelRegistry
 from gateway.store import ModelManifest
 from gateway.tasks import Task
@@ -67,11 +72,18 @@ class AdapterTarget:
 
 
 class AdapterServing:
-    def __init__(self, registry: ModelRegistry, store: AdapterStore) -> None:
+    def __init__(
+        self, registry: ModelRegistry, store: AdapterStore, cache_bytes: int, metrics: Metrics
+    ) -> None:
         self.registry = registry
         self.store = store
+        self.cache = AdapterCache(cache_bytes, metrics)
+        self._metrics = metrics
         self._verified: set[str] = set()  # references whose files matched their sha256
-        self._loading: dict[tuple[int, str], asyncio.Future[None]] = {}  # (runtime id, key) -> load
+        registry.on_unload(self._host_unloaded)
+
+    async def _host_unloaded(self, model: LoadedModel) -> None:
+        self.cache.forget_runtime(model.runtime)
 
     def names_adapter(self, model_id: str) -> bool:
         """Whether a request's model id should be looked up as an adapter."""
@@ -103,39 +115,29 @@ class AdapterServing:
             f"adapter {version.reference} has method {version.method!r}, which cannot be served"
         )
 
-    async def prepare(self, target: AdapterTarget, model: LoadedModel) -> None:
-        """Make sure the serving model holds the adapter (a generation adapter loads once per host)."""
+    @contextlib.asynccontextmanager
+    async def hold(self, target: AdapterTarget, model: LoadedModel) -> AsyncIterator[None]:
+        """For the block, the serving model holds the adapter (a generation adapter is loaded
+        into its host once, within the adapter cache's budget, and not evicted while held)."""
+        self._metrics.adapter_requests.labels(target.version.reference).inc()
         if target.adapter is None:
+            yield
             return
         runtime = model.runtime
         if not isinstance(runtime, CausalLMRuntime):
             raise Unavailable(f"model {model.model_id!r} cannot hold adapters")
-        if target.adapter in runtime.adapter_keys:
-            return
-        key = (id(runtime), target.adapter)
-        pending = self._loading.get(key)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._loading[key] = pending
-            try:
-                folder, task = target.version.folder, _task_index(target)
-                await asyncio.to_thread(runtime.load_adapter, target.adapter, folder, task)
-                pending.set_result(None)
-            except Exception as exc:
-                log.exception("loading adapter %s failed", target.version.reference)
-                error = Unavailable(f"adapter {target.version.reference} failed to load: {exc}")
-                pending.set_exception(error)
-                pending.exception()
-            finally:
-                self._loading.pop(key, None)
-        await asyncio.shield(pending)
+        load = functools.partial(
+            runtime.load_adapter, target.adapter, target.version.folder, _task_index(target)
+        )
+        async with self.cache.hold(runtime, target.adapter, target.version.name, load):
+            yield
 
     async def on_published(self, version: AdapterVersion) -> None:
         """A version was published or rolled back to: serve it from the next request on, loading
         its serving model and the adapter now so the first request does not wait for them."""
         target = await self.resolve(version.reference)
-        model = await self.registry.get(target.model_key)
-        await self.prepare(target, model)
+        async with self.registry.use(target.model_key) as model, self.hold(target, model):
+            pass
 
     # -- helpers -------------------------------------------------------------------------
     def _verified_version(self, model_id: str) -> AdapterVersion:

@@ -25,6 +25,7 @@ from gateway.memory import limit_arenas
 from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
+from gateway.single_model import install_single_model
 from gateway.store import ModelStore, prepare_store
 from gateway.store_watch import watch_store
 from gateway.tuning import TuningService
@@ -62,7 +63,9 @@ class Gateway:
         # tuned adapters and tuning jobs live beside the models, in folders no model id can name
         root = self.registry.store.root
         self.adapter_store = AdapterStore(root / ".adapters")
-        self.adapters = AdapterServing(self.registry, self.adapter_store)
+        self.adapters = AdapterServing(
+            self.registry, self.adapter_store, settings.registry.adapter_cache_bytes, self.metrics
+        )
         self.core.adapters = self.adapters
         self.jobs_dir = root / ".jobs"
         self.jobs: JobManager | None = None  # opened at start (its SQLite file is created then)
@@ -80,6 +83,8 @@ class Gateway:
         budgeted = self.settings.registry
         if budgeted.memory_budget_bytes and budgeted.malloc_arenas:
             limit_arenas(budgeted.malloc_arenas)  # before model threads exist: freed memory is reused
+        if self.settings.single_model is not None:  # a KServe predictor: the model at /mnt/models
+            await asyncio.to_thread(install_single_model, self.registry.store, self.settings.single_model)
         await asyncio.to_thread(prepare_store, self.registry.store)
         await asyncio.to_thread(self.adapter_store.clean_staging)
         job_store = await asyncio.to_thread(JobStore, self.jobs_dir / "jobs.sqlite")

@@ -21,7 +21,7 @@ import numpy as np
 from gateway import __version__
 from gateway.adapter_serving import AdapterServing, AdapterTarget
 from gateway.batcher import BatchSettings
-from gateway.encoding import EncoderBatchers, bucket
+from gateway.encoding import EncoderBatchers, bucket, truncation
 from gateway.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -200,7 +200,9 @@ class TaskService:
         async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
             if target is None:
                 return await self.generation.generate(ctx, model, text, params)
-            return await self.generation.generate(ctx, model, target.prompt(text), params, target.adapter)
+            out = await self.generation.generate(ctx, model, target.prompt(text), params, target.adapter)
+            self.metrics.adapter_tokens.labels(target.version.reference).inc(out.generated_tokens)
+            return out
 
     async def chat_prompt(
         self, ctx: RequestContext, model_id: str, messages: Sequence[ChatMessage]
@@ -224,11 +226,15 @@ class TaskService:
             else:
                 adapter = None
             stream = await self.generation.stream(ctx, model, text, params, adapter)
+            generated = 0
             try:
                 async for chunk in stream:
+                    generated = chunk.details.generated_tokens if chunk.details else generated
                     yield chunk
             finally:
                 await stream.aclose()
+                if target is not None:
+                    self.metrics.adapter_tokens.labels(target.version.reference).inc(generated)
 
     # -- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -297,8 +303,8 @@ class TaskService:
                 raise TaskNotSupported(
                     f"adapter {model_id!r} does not serve the {task.value} task; it serves: {served}"
                 )
-            async with self.registry.use(target.model_key, self._deadline(ctx)) as model:
-                await adapters.prepare(target, model)
+            use = self.registry.use(target.model_key, self._deadline(ctx))
+            async with use as model, adapters.hold(target, model):
                 yield model, target
             return
         async with self.registry.use(model_id, self._deadline(ctx)) as model:
@@ -326,7 +332,7 @@ class TaskService:
         texts: list[str],
         truncate: int | None,
     ) -> tuple[np.ndarray, int]:
-        limit = _truncation(truncate, encoder.max_tokens)
+        limit = truncation(truncate, encoder.max_tokens)
         return await self._batched(ctx, model, encoder, texts, limit)
 
     async def _batched(
@@ -381,16 +387,6 @@ class TaskService:
         except Exception:
             log.exception("runtime failure (request id %s)", ctx.request_id)
             raise internal(ctx.request_id) from None
-
-
-def _truncation(truncate: int | None, max_tokens: int) -> int | None:
-    """Caikit's truncate_input_tokens: 0/unset refuses over-long input, <0 or >max truncates
-    to the model's limit, 1..max truncates there (at least 2: the special tokens)."""
-    if not truncate:
-        return None
-    if truncate < 0 or truncate > max_tokens:
-        return max_tokens
-    return max(truncate, 2)
 
 
 def _document_text(index: int, document: Any) -> str:

@@ -107,3 +107,13 @@ def bucket(tokens: int) -> int:
 def batch_settings(model: LoadedModel) -> BatchSettings:
     values = model.manifest.settings.get("batching", {})
     return BatchSettings.from_mapping(values if isinstance(values, dict) else {})
+
+
+def truncation(truncate: int | None, max_tokens: int) -> int | None:
+    """Caikit's truncate_input_tokens: 0/unset refuses over-long input, <0 or >max truncates
+    to the model's limit, 1..max truncates there (at least 2: the special tokens)."""
+    if not truncate:
+        return None
+    if truncate < 0 or truncate > max_tokens:
+        return max_tokens
+    return max(truncate, 2)

@@ -16,6 +16,7 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 DROP_REASONS = ("shed", "expired", "cancelled")
 MODEL = ["model"]
+ADAPTER = ["adapter"]
 
 
 class Metrics:
@@ -65,6 +66,30 @@ class Metrics:
         self.loop_lag_max = Gauge(
             "taskgate_event_loop_lag_max_seconds", "Largest event-loop lag seen", registry=registry
         )
+        # tuned adapters, labelled by their reference (name@N: bounded by the published versions)
+        self.adapter_requests = Counter(
+            "taskgate_adapter_requests_total", "Requests served with an adapter", ADAPTER, registry=registry
+        )
+        self.adapter_tokens = Counter(
+            "taskgate_adapter_generated_tokens_total",
+            "Tokens generated with an adapter",
+            ADAPTER,
+            registry=registry,
+        )
+        self.adapter_cache = Counter(
+            "taskgate_adapter_cache_total",
+            "Adapter lookups: hit (in memory) or miss (loaded for the request)",
+            [*ADAPTER, "result"],
+            registry=registry,
+        )
+        self.adapter_load_wait = Histogram(
+            "taskgate_adapter_load_wait_seconds", "Time a request waited for its adapter to load", ADAPTER,
+            registry=registry,
+        )  # fmt: skip
+        self.adapter_bytes = Gauge(
+            "taskgate_adapter_loaded_bytes", "Bytes an adapter holds in memory (0: evicted)", ADAPTER,
+            registry=registry,
+        )  # fmt: skip
         # every series labelled by model, with its other labels' possible values
         self._per_model: list[tuple[Any, list[tuple[str, ...]]]] = [
             (self.batch_size, [()]),

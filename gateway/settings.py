@@ -9,12 +9,14 @@ Components receive the narrow slice they need (``ServerSettings``, ``ThreadSetti
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.store import is_model_id
 from runtimes.base import ThreadSettings
 
 
@@ -68,6 +70,7 @@ class RegistrySettings:
     room_wait_s: float = 10.0  # a load waits this long for a busy model to go idle and make room
     malloc_arenas: int = 2  # glibc malloc arenas when a budget is set (0: leave glibc's default)
     drain_timeout_s: float = 30.0  # an unloading model's requests may finish this long
+    adapter_cache_bytes: int = 256 * 1024 * 1024  # generation adapters held in memory, all hosts
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes < 0:
@@ -80,6 +83,8 @@ class RegistrySettings:
             raise ValueError(f"room_wait_s must not be negative, got {self.room_wait_s}")
         if self.malloc_arenas < 0:
             raise ValueError(f"malloc_arenas must not be negative, got {self.malloc_arenas}")
+        if self.adapter_cache_bytes < 0:
+            raise ValueError(f"adapter_cache_bytes must not be negative, got {self.adapter_cache_bytes}")
         if self.drain_timeout_s < 0:
             raise ValueError(f"drain_timeout_s must not be negative, got {self.drain_timeout_s}")
 
@@ -103,9 +108,34 @@ class TuningSettings:
 
 
 @dataclass(frozen=True)
+class SingleModelSettings:
+    """Single-model mode (a KServe predictor): serve the one model in ``model_dir`` as ``name``
+    (gateway/single_model.py); ``settings`` are runtime settings added to its manifest."""
+
+    model_dir: Path
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError(
+                f"{env_name('model-dir')} / --model-dir needs a model name: set {env_name('model-name')} / "
+                "--model-name (KServe sets INFERENCE_SERVICE_NAME)"
+            )
+        if not is_model_id(self.name):
+            raise ValueError(
+                f"model name {self.name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with "
+                "a letter or digit, without '..'"
+            )
+        if not isinstance(self.settings, dict):
+            raise ValueError(f"{env_name('model-settings')} / --model-settings must be a JSON object")
+
+
+@dataclass(frozen=True)
 class Settings:
     model_store: Path = Path("model-store")
     preload: tuple[str, ...] = ()
+    single_model: SingleModelSettings | None = None  # --model-dir: serve one model as a predictor
     server: ServerSettings = field(default_factory=ServerSettings)
     runtime: ThreadSettings = field(default_factory=ThreadSettings)
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -186,12 +216,23 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "registry",
         "drain_timeout_s",
     ),
+    (
+        "adapter-cache-bytes",
+        int,
+        "bytes of generation adapters held in memory (LRU)",
+        "registry",
+        "adapter_cache_bytes",
+    ),
     ("max-concurrent-jobs", int, "tuning jobs that may run at once", "tuning", "max_concurrent_jobs"),
     ("max-queued-jobs", int, "tuning jobs that may wait; more are refused", "tuning", "max_queued_jobs"),
     ("tuning-threads", int, "torch threads of a tuning worker", "tuning", "threads"),
     ("tuning-nice", int, "a tuning worker's priority below serving (0-19)", "tuning", "nice"),
     ("max-train-records", int, "records of one tuning job's data", "tuning", "max_train_records"),
 )
+
+
+# KServe (>= 0.17) sets the InferenceService's name in every predictor container
+KSERVE_NAME_ENV = "INFERENCE_SERVICE_NAME"
 
 
 def env_name(flag: str) -> str:
@@ -207,6 +248,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preload",
         help=f"comma-separated model ids to load at start-up (env {env_name('preload')})",
+    )
+    parser.add_argument(
+        "--model-dir",
+        help=f"serve the one model in this folder, e.g. /mnt/models (env {env_name('model-dir')})",
+    )
+    parser.add_argument(
+        "--model-name",
+        help=f"its model id (env {env_name('model-name')}, else {KSERVE_NAME_ENV})",
+    )
+    parser.add_argument(
+        "--model-settings",
+        help=f"JSON object of runtime settings for it (env {env_name('model-settings')})",
     )
     for flag, kind, text, _, _ in _OPTIONS:
         parser.add_argument(f"--{flag}", type=kind, help=f"{text} (env {env_name(flag)})")
@@ -238,10 +291,14 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
             name = getattr(kind, "__name__", "value").strip("_")
             raise ValueError(f"{env_name(flag)} / --{flag}: {raw!r} is not a valid {name}") from exc
     store = pick("model-store")
-    preload = pick("preload")
+    preload = _split(pick("preload"))
+    single = _single_model(pick("model-dir"), pick("model-name") or environ.get(KSERVE_NAME_ENV, ""), pick)
+    if single is not None and single.name not in preload:
+        preload = (single.name, *preload)  # loaded (exported) before the ports open: ready = loaded
     return Settings(
         model_store=Path(store) if store else Path("model-store"),
-        preload=_split(preload),
+        preload=preload,
+        single_model=single,
         server=ServerSettings(**slices["server"]),
         runtime=ThreadSettings(**slices["runtime"]),
         limits=RequestLimits(**slices["limits"]),
@@ -254,6 +311,17 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     parser = argparse.ArgumentParser(prog="taskgate serve")
     add_arguments(parser)
     return from_args(parser.parse_args(argv), os.environ if environ is None else environ)
+
+
+def _single_model(model_dir: str | None, name: str, pick: Callable[[str], Any]) -> SingleModelSettings | None:
+    if not model_dir:
+        return None
+    raw = pick("model-settings")
+    try:
+        options = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ValueError(f"{env_name('model-settings')} / --model-settings is not JSON: {exc}") from None
+    return SingleModelSettings(model_dir=Path(model_dir), name=name, settings=options)
 
 
 def _split(value: str | None) -> tuple[str, ...]:

@@ -126,6 +126,10 @@ class CausalLMRuntime(Runtime[GenerationStep, StepOutput]):
         """Keys of the adapters this runtime holds."""
         return frozenset()
 
+    def adapter_bytes(self, key: str) -> int:
+        """Memory an adapter holds (0 when it is not loaded)."""
+        return 0
+
     def load_adapter(self, key: str, folder: Path, task: int | None = None) -> None:
         """Load the PEFT adapter in ``folder`` under ``key`` (safe while steps run in another
         thread); ``task`` picks the task of a multi-task prompt. Sequences name it by key."""
