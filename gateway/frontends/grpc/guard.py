@@ -28,6 +28,11 @@ from gateway.errors import InvalidInput, PayloadTooLarge, RouteNotFound, Taskgat
 from gateway.frontends.grpc.common import REQUEST_ID_KEY, Context, abort, metadata
 
 DEPLOY_METHOD = "/caikit.runtime.models.ModelManagement/DeployModel"
+# training data rides inline in these requests: they get the deploy limit too
+TRAIN_METHODS = (
+    "/caikit.runtime.Nlp.NlpTrainingService/TextGenerationTaskPeftPromptTuningTrain",
+    "/taskgate.tuning.Tuning/CreateJob",
+)
 Parse = Callable[[bytes], Any]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 

@@ -1,7 +1,8 @@
 """The gRPC server (grpc.aio): every gRPC door on one server, with health and reflection.
 
 The doors: Caikit's NlpService (caikit_nlp) and InfoService, model management, ModelMesh's
-runtime SPI. A request guard checks sizes and parses before any servicer runs.
+runtime SPI, KServe v2; when the gateway tunes, Caikit's training services and Taskgate's tuning
+service. A request guard checks sizes and parses before any servicer runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.core import TaskService
 from gateway.frontends.grpc.caikit_nlp import NlpServicer
-from gateway.frontends.grpc.guard import DEPLOY_METHOD, RequestGuard
+from gateway.frontends.grpc.caikit_training import CaikitTrainingServicer, TrainingManagementServicer
+from gateway.frontends.grpc.guard import DEPLOY_METHOD, TRAIN_METHODS, RequestGuard
 from gateway.frontends.grpc.kserve_v2 import SERVICE_NAME as KSERVE_V2_SERVICE
 from gateway.frontends.grpc.kserve_v2 import add_kserve_v2_servicer
 from gateway.frontends.grpc.management import (
@@ -23,6 +25,7 @@ from gateway.frontends.grpc.management import (
     ModelControlServicer,
     ModelMeshRuntimeServicer,
 )
+from gateway.frontends.grpc.tuning import TuningServicer
 from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info
 from gateway.management import ModelManagement
@@ -34,10 +37,16 @@ from gateway.wire import caikit_runtime_models_pb2 as caikit_models_pb2
 from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp_pb2
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
+from gateway.wire import caikit_runtime_nlp_training_pb2 as train_pb2
+from gateway.wire import caikit_runtime_nlp_training_pb2_grpc as train_grpc
+from gateway.wire import caikit_runtime_training_pb2 as training_pb2
+from gateway.wire import caikit_runtime_training_pb2_grpc as training_grpc
 from gateway.wire import modelmesh_model_runtime_pb2 as mmesh_pb2
 from gateway.wire import modelmesh_model_runtime_pb2_grpc as mmesh_grpc
 from gateway.wire import taskgate_management_pb2 as control_pb2
 from gateway.wire import taskgate_management_pb2_grpc as control_grpc
+from gateway.wire import taskgate_tuning_pb2 as tuning_pb2
+from gateway.wire import taskgate_tuning_pb2_grpc as tuning_grpc
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,11 @@ SERVICE_NAMES = (
     mmesh_pb2.DESCRIPTOR.services_by_name["ModelRuntime"].full_name,
     KSERVE_V2_SERVICE,
 )
+TUNING_SERVICE_NAMES = (  # served when the gateway tunes
+    train_pb2.DESCRIPTOR.services_by_name["NlpTrainingService"].full_name,
+    training_pb2.DESCRIPTOR.services_by_name["TrainingManagement"].full_name,
+    tuning_pb2.DESCRIPTOR.services_by_name["Tuning"].full_name,
+)
 
 
 def modelmesh_address(endpoint: str, host: str) -> str:
@@ -91,7 +105,8 @@ async def start_grpc(
     """Start the gRPC server; returns it and the bound port (useful when the port is 0).
     ``tuning`` (None: no tuning services) serves the training and adapter services."""
     largest = max(settings.max_request_bytes, settings.max_deploy_bytes)
-    guard = RequestGuard(settings.max_request_bytes, {DEPLOY_METHOD: settings.max_deploy_bytes})
+    large = {method: settings.max_deploy_bytes for method in (DEPLOY_METHOD, *TRAIN_METHODS)}
+    guard = RequestGuard(settings.max_request_bytes, large)
     server = grpc.aio.server(
         interceptors=[guard],  # per-method limits below this server-wide one (deploys carry files)
         options=[
@@ -111,9 +126,15 @@ async def start_grpc(
     mmesh = ModelMeshRuntimeServicer(management, registry.memory_budget_bytes, registry.max_concurrent_loads)
     mmesh_grpc.add_ModelRuntimeServicer_to_server(mmesh, server)
     add_kserve_v2_servicer(KServeV2Service(core, management), server)
+    served: tuple[str, ...] = SERVICE_NAMES
+    if tuning is not None:
+        train_grpc.add_NlpTrainingServiceServicer_to_server(CaikitTrainingServicer(tuning), server)
+        training_grpc.add_TrainingManagementServicer_to_server(TrainingManagementServicer(tuning), server)
+        tuning_grpc.add_TuningServicer_to_server(TuningServicer(tuning), server)
+        served = (*SERVICE_NAMES, *TUNING_SERVICE_NAMES)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    names = (*served, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
@@ -123,6 +144,6 @@ async def start_grpc(
         if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
             raise OSError(f"cannot bind the ModelMesh endpoint {address}")
     await server.start()
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *served):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
