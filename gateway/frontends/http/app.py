@@ -19,6 +19,7 @@ from gateway.errors import InvalidInput, TaskgateError, internal
 from gateway.frontends.http.adapters import adapters_router
 from gateway.frontends.http.body_limit import BodyLimit
 from gateway.frontends.http.caikit_tasks import caikit_task_router
+from gateway.frontends.http.caikit_training import caikit_training_router
 from gateway.frontends.http.common import Json, request_id
 from gateway.frontends.http.errors import ErrorBodies, error_response, routing_error
 from gateway.frontends.http.kserve_v2 import kserve_v2_router, v2_error_body
@@ -60,6 +61,7 @@ def create_app(
     app.include_router(openai_router(core))
     bodies.register("/v1", openai_error_body)
     if tuning is not None:
+        app.include_router(caikit_training_router(tuning))
         app.include_router(adapters_router(tuning))
         install_openai_tuning(app, bodies, tuning)
 
