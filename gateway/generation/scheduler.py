@@ -76,6 +76,9 @@ class SequenceEvent:
     finish_reason: FinishReason = FinishReason.NOT_FINISHED
     input_tokens: tuple[GeneratedToken, ...] = ()  # on the first event, when asked for
     error: TaskgateError | None = None  # the request failed; raise it
+    # on the first event: the scheduler's forward steps that started after the request was
+    # queued and before the step that prefilled it (how long it waited, in steps)
+    queued_steps: int = 0
 
     @property
     def finished(self) -> bool:
@@ -119,6 +122,8 @@ class _Sequence:
     generated: int = 0
     last_token: int = -1
     input_tokens: tuple[GeneratedToken, ...] = field(default=())
+    queued_at_step: int = 0  # the scheduler's step count when the request was queued
+    queued_steps: int = 0  # steps that ran while it waited (set when it is admitted)
 
     @property
     def request(self) -> GenerationRequest:
@@ -139,6 +144,7 @@ class GenerationScheduler:
         self._ids = itertools.count(1)
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._steps = 0  # forward steps started so far (changed and read under _cond)
 
     # -- the caller's side ---------------------------------------------------------------
     def start(self) -> None:
@@ -198,6 +204,7 @@ class GenerationScheduler:
                     f"waiting (limit {self._limits.max_queue}); retry shortly",
                     retry_after_s=OVERLOAD_RETRY_S,
                 )
+            seq.queued_at_step = self._steps
             self._waiting.append(seq)
             self._cond.notify_all()
         return handle
@@ -236,7 +243,10 @@ class GenerationScheduler:
                 ]
                 running = list(self._active.values())
                 for seq in admitted:
+                    seq.queued_steps = self._steps - seq.queued_at_step
                     self._active[seq.seq_id] = seq
+                if running or admitted:  # this iteration runs a forward step
+                    self._steps += 1
             step = GenerationStep(
                 release=tuple(release),
                 decode=tuple((seq.seq_id, seq.last_token) for seq in running),
@@ -343,6 +353,7 @@ class GenerationScheduler:
             generated=seq.generated,
             finish_reason=reason or FinishReason.NOT_FINISHED,
             input_tokens=seq.input_tokens if first else (),
+            queued_steps=seq.queued_steps if first else 0,
         )
 
     def _final(self, seq: _Sequence, reason: FinishReason) -> SequenceEvent:
