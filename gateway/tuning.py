@@ -217,6 +217,8 @@ class TuningService:
             "base_model": request.base_model,
             "model_store": str(self.models.root),
             "hyperparameters": dict(request.hyperparameters),
+            # where the data came from, for the doors to show (the records themselves are copied)
+            "sources": {"train": _described(request.train), "validation": _described(request.validation)},
         }
         return JobRequest(
             name=name,
@@ -336,6 +338,16 @@ class TuningService:
         except (OSError, ValueError):
             raise InvalidInput(f"no uploaded file {file_id!r}", param=param) from None
         return UploadedFile(**meta)
+
+
+def _described(ref: DataRef | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    if ref.file_id is not None:
+        return {"file_id": ref.file_id}
+    if ref.dataset is not None:
+        return {"dataset": ref.dataset}
+    return {"records": len(ref.records or ())}
 
 
 def _job_id(job_id: str) -> str:

@@ -23,9 +23,9 @@ in the shapes the official ``openai`` client sends and parses.
   ``name@N``); a job that succeeded without publishing (its gate was not beaten) has
   ``fine_tuned_model`` null and says why in ``reasons``.
 
-What a Taskgate job does not keep (the file ids or dataset paths the request named) is kept by
-this door beside the store, in ``.openai-jobs/<job id>.json``; a job made through another door
-shows them as null. Errors are OpenAI's body with the one table's status and the field at fault.
+The file ids and dataset paths a job was given come from its spec's ``sources`` (recorded by
+the tuning service whichever door made the job). Errors are OpenAI's body with the one table's
+status and the field at fault.
 The routes are left out of ``/openapi.json`` (Caikit-shaped, as the rest of ``/v1``).
 """
 
@@ -35,7 +35,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -52,8 +51,6 @@ from gateway.frontends.http.openai_tuning_schemas import parse_job_request, prep
 from gateway.tuning import TuningService
 
 FILE_PURPOSE = "fine-tune"
-SOURCES_DIR = ".openai-jobs"
-SOURCE_FIELDS = ("training_file", "validation_file", "training_dataset", "validation_dataset")
 HEARTBEAT_S = 15.0
 MAX_EVENT_PAGE = 1000
 
@@ -75,30 +72,11 @@ def tuning_error_body(error: TaskgateError, request_id: str) -> Json:
     return body
 
 
-class JobSources:
-    """The data sources an OpenAI request named, per job (one small JSON file each)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def write(self, job_id: str, sources: Json) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / f"{job_id}.json").write_text(json.dumps(sources))
-
-    def read(self, job_id: str) -> Json:
-        try:
-            data = json.loads((self.root / f"{job_id}.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return {k: v for k, v in data.items() if k in SOURCE_FIELDS} if isinstance(data, dict) else {}
-
-
 def openai_tuning_router(tuning: TuningService) -> APIRouter:
     router = APIRouter(prefix="/v1", include_in_schema=False)
-    sources = JobSources(tuning.models.root / SOURCES_DIR)
 
     async def render(records: list[JobRecord]) -> list[Json]:
-        return await asyncio.to_thread(lambda: [_job_object(r, sources.read(r.id)) for r in records])
+        return [_job_object(record) for record in records]
 
     @router.post("/files")
     async def upload_file(request: Request) -> JSONResponse:
@@ -148,11 +126,6 @@ def openai_tuning_router(tuning: TuningService) -> APIRouter:
             record = await tuning.create_job(prepared.job)
         except TaskgateError as exc:
             raise prepared.rename(exc) from None
-        given = {name: getattr(body, name) for name in SOURCE_FIELDS}
-        try:
-            await asyncio.to_thread(sources.write, record.id, {k: v for k, v in given.items() if v})
-        except OSError:  # the job exists: it shows its file ids as null rather than fail the request
-            log.exception("could not keep the data sources of job %s", record.id)
         return JSONResponse((await render([record]))[0])
 
     @router.get("/fine_tuning/jobs")
@@ -299,7 +272,7 @@ def _default_learning_rate(method: str) -> float:
     return float(config_class(TuningMethod.parse(method))().learning_rate)
 
 
-def _job_object(record: JobRecord, sources: Json) -> Json:
+def _job_object(record: JobRecord) -> Json:
     """The job as OpenAI's object, its effective hyper-parameters (defaults filled in) shown."""
     from adapters.methods import TuningMethod, parse_config
 
@@ -308,4 +281,12 @@ def _job_object(record: JobRecord, sources: Json) -> Json:
         config = parse_config(TuningMethod.parse(record.method), raw).to_dict()
     except ValueError:
         config = raw
+    given = record.spec.get("sources") or {}
+    train, validation = given.get("train") or {}, given.get("validation") or {}
+    sources = {
+        "training_file": train.get("file_id"),
+        "validation_file": validation.get("file_id"),
+        "training_dataset": train.get("dataset"),
+        "validation_dataset": validation.get("dataset"),
+    }
     return convert.job_object(record, sources, config, _default_learning_rate(record.method))
