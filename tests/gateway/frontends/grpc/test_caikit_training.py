@@ -396,3 +396,30 @@ def test_reflection_and_health_describe_the_training_services(channel: grpc.Chan
     for service in ("caikit.runtime.Nlp.NlpTrainingService", "caikit.runtime.training.TrainingManagement"):
         answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_train_requests_have_the_deploy_size_limit(channel: grpc.Channel) -> None:
+    """Training data rides inline: a train request larger than the task limit (128 KiB in these
+    tests) reaches the servicer (refused here only for its unknown base model), a task request
+    that large does not."""
+    rows = [{"input": "x" * 1000, "output": "y"} for _ in range(300)]  # about 300 KiB
+    request = _request("caikit-large", base_model="no-such-model", train_stream=_records(rows))
+    assert request.ByteSize() > 256 * 1024
+    with pytest.raises(grpc.RpcError) as refused:
+        train_grpc.NlpTrainingServiceStub(channel).TextGenerationTaskPeftPromptTuningTrain(
+            request, timeout=60
+        )
+    assert refused.value.details().startswith("parameters.base_model: "), refused.value.details()
+    create = tuning_pb2.CreateJobRequest(
+        name="large",
+        method=tuning_pb2.PROMPT_TUNING,
+        base_model="no-such-model",
+        train=tuning_pb2.Data(inline=tuning_pb2.Records(records=[tuning_pb2.Record(**r) for r in rows])),
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        tuning_grpc.TuningStub(channel).CreateJob(create, timeout=60)
+    assert refused.value.details().startswith("base_model: "), refused.value.details()
+    with pytest.raises(grpc.RpcError) as too_large:
+        _generate(channel, DEFAULT_GENERATION_MODEL, text="x" * 300_000)
+    assert too_large.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "larger than" in too_large.value.details()
