@@ -1,6 +1,7 @@
 """Taskgate's own tuning service over gRPC (``taskgate.tuning.Tuning``): jobs, their live
 progress (WatchJob, server streaming) and adapter versions, on the protocol-neutral
-TuningService. A refusal's message starts with the request field at fault."""
+TuningService. A CreateJob refusal's message starts with the request field at fault
+(``base_model: ...``, ``hyperparameters.learning_rate: ...``)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,18 @@ _RECORD_FIELDS = {"classifier": ("text", "label")}
 
 
 def _method_name(method: int) -> str:
-    if method == pb.METHOD_UNSPECIFIED:
-        known = ", ".join(n for n in pb.Method.keys() if n != "METHOD_UNSPECIFIED")  # noqa: SIM118
+    values = pb.Method.DESCRIPTOR.values_by_number
+    if method == pb.METHOD_UNSPECIFIED or method not in values:
+        known = ", ".join(
+            name for name in pb.Method.DESCRIPTOR.values_by_name if name != "METHOD_UNSPECIFIED"
+        )
         raise InvalidInput(f"method: required, one of {known}", param="method")
-    return pb.Method.Name(method).lower()
+    return values[method].name.lower()
 
 
 def _method_value(name: str) -> Any:  # a pb.Method value
-    return pb.Method.Value(name.upper()) if name.upper() in pb.Method.keys() else pb.METHOD_UNSPECIFIED  # noqa: SIM118
+    value = pb.Method.DESCRIPTOR.values_by_name.get(name.upper())
+    return value.number if value is not None else pb.METHOD_UNSPECIFIED
 
 
 def _whole_numbers(value: Any) -> Any:

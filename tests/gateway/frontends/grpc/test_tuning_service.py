@@ -187,6 +187,7 @@ def test_a_second_version_paging_and_rollback(stub: tuning_grpc.TuningStub, chan
 
 BAD_JOBS = [
     ({"method": pb.METHOD_UNSPECIFIED}, "method: required"),
+    ({"method": 99}, "method: required"),  # a value this server does not know
     ({"name": "bad name!"}, "name: "),
     ({"base_model": "no-such-model"}, "base_model: "),
     ({"method": pb.LORA}, "base_model: "),  # MiniLM is an encoder, LoRA tunes a causal LM
