@@ -1,4 +1,5 @@
-"""The ``taskgate`` command: ``serve``, ``init-store``, ``kserve``, ``tune``."""
+"""The ``taskgate`` command: ``serve``, ``init-store``, ``kserve``, ``tune``, ``adapters publish``,
+``k8s tune-job``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from adapters import tune_cli  # light: torch and peft load when it tunes
+from adapters import publish_cli, tune_cli, tune_job  # light: torch and peft load when one tunes
 from gateway import settings as settings_module
 from runtimes.kserve import server as kserve_server  # light: kserve itself loads when it serves
 
@@ -50,10 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     hosted = commands.add_parser("kserve", help="serve one model folder as a KServe predictor (OIP v2)")
     kserve_server.add_arguments(hosted)
     tune_cli.add_arguments(commands.add_parser("tune", help="tune an adapter from a spec (JSON)"))
+    publish_cli.add_arguments(commands.add_parser("adapters", help="publish a tuned adapter into a store"))
+    tune_job.add_arguments(commands.add_parser("k8s", help="print Kubernetes objects (a tuning Job)"))
     args = parser.parse_args(argv)
     _environment_defaults()
     if args.command == "tune":
         return tune_cli.run(args)
+    if args.command in ("adapters", "k8s"):
+        return (publish_cli if args.command == "adapters" else tune_job).run(args)
     if args.command == "kserve":
         try:
             hosting = kserve_server.settings_from(args)
@@ -74,7 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids = write_default_manifests(config.model_store)
         print(f"model store {config.model_store}: {', '.join(ids)}")
         return 0
-    asyncio.run(_serve(config))
+    from gateway.single_model import SingleModelError
+
+    try:
+        asyncio.run(_serve(config))
+    except SingleModelError as exc:  # the model folder cannot be served: say why, no trace
+        print(f"taskgate serve: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
