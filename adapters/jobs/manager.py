@@ -168,9 +168,13 @@ class JobManager:
         try:
             record = await asyncio.to_thread(self.jobs.get, job_id)
             seen = after_seq
-            for event in await asyncio.to_thread(self.jobs.events, job_id, after_seq=after_seq):
-                seen = event.seq
-                yield event
+            while True:  # the stored events, a page at a time
+                page = await asyncio.to_thread(self.jobs.events, job_id, after_seq=seen, limit=1000)
+                for event in page:
+                    seen = event.seq
+                    yield event
+                if len(page) < 1000:
+                    break
             if record.state.finished and job_id not in self._running:
                 return
             while True:

@@ -7,10 +7,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import PayloadTooLarge, new_request_id
 from gateway.frontends.http.errors import ErrorBodies, error_response
 
+# POST routes whose bodies carry files or training data: they get the deploy limit
+LARGE_BODIES = frozenset(
+    {
+        "/management/models",
+        "/api/v1/TextGenerationTaskPeftPromptTuningTrain",
+        "/v1/files",
+        "/v1/fine_tuning/jobs",
+    }
+)
+
 
 class BodyLimit:
-    """Refuse request bodies over the limit with 413, before they are buffered whole
-    (model deploys, ``POST /management/models``, have a limit of their own)."""
+    """Refuse request bodies over the limit with 413, before they are buffered whole (model
+    deploys and training requests with their data inline have the deploy limit)."""
 
     def __init__(self, app: ASGIApp, limit: int, deploy_limit: int, bodies: ErrorBodies) -> None:
         self.app = app
@@ -22,7 +32,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        deploy = scope.get("method") == "POST" and path == "/management/models"
+        deploy = scope.get("method") == "POST" and path in LARGE_BODIES
         limit = self.limits[1] if deploy else self.limits[0]
         too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
         body = self.bodies.body_for(path)

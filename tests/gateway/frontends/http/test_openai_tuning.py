@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from gateway.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
+from gateway.tuning import MAX_FILE_BYTES
 from tests.conftest import MAX_REQUEST_BYTES, GatewayThread
 from tests.tuning_data import topic_records
 
@@ -92,7 +93,10 @@ def test_a_training_file_is_uploaded_and_retrieved(client: openai.OpenAI, files:
     with pytest.raises(openai.BadRequestError) as err:
         client.files.create(file=("t.jsonl", _jsonl(topic_records(2, seed=1))), purpose="assistants")
     assert err.value.param == "purpose"
-    big = _jsonl(topic_records(2, seed=1)) * (MAX_REQUEST_BYTES // 100)  # over --max-request-bytes
+    # training data rides the deploy limit, not the task limit: over --max-request-bytes is fine
+    larger = _jsonl(topic_records(2, seed=1)) * (MAX_REQUEST_BYTES // 100)
+    assert client.files.create(file=("larger.jsonl", larger), purpose="fine-tune").bytes > MAX_REQUEST_BYTES
+    big = b"{}\n" * (MAX_FILE_BYTES // 3 + 1)  # over the training-file limit
     with pytest.raises(openai.APIStatusError) as status:
         client.files.create(file=("big.jsonl", big), purpose="fine-tune")
     assert status.value.status_code == 413 and status.value.code == "request_too_large"  # OpenAI's body
