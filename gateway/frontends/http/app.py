@@ -24,9 +24,9 @@ from gateway.frontends.http.common import Json, request_id
 from gateway.frontends.http.errors import ErrorBodies, error_response, routing_error
 from gateway.frontends.http.kserve_v2 import kserve_v2_router, v2_error_body
 from gateway.frontends.http.management import management_router
-from gateway.frontends.http.openai_api import openai_router
-from gateway.frontends.http.openai_errors import openai_error_body
-from gateway.frontends.http.openai_tuning import install_openai_tuning
+from gateway.frontends.http.openai.api import openai_router
+from gateway.frontends.http.openai.errors import openai_error_body
+from gateway.frontends.http.openai.tuning import install_openai_tuning
 from gateway.frontends.http.openapi import install_caikit_openapi
 from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.info import models_info, runtime_info

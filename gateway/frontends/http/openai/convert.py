@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from gateway.frontends.http.common import Json
-from gateway.frontends.http.openai_errors import OpenAIParamError, unsupported
-from gateway.frontends.http.openai_schemas import (
+from gateway.frontends.http.openai.errors import OpenAIParamError, unsupported
+from gateway.frontends.http.openai.schemas import (
     ChatCompletionRequest,
     ChatMessageIn,
     CompletionRequest,

@@ -24,15 +24,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.core import RequestContext, TaskService
-from gateway.frontends.http import openai_convert as convert
 from gateway.frontends.http.common import request_context, until_disconnect
-from gateway.frontends.http.openai_schemas import (
+from gateway.frontends.http.openai import convert as convert
+from gateway.frontends.http.openai.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     parse_request,
 )
-from gateway.frontends.http.openai_stream import StreamShape, close_all, events, run_all
+from gateway.frontends.http.openai.stream import StreamShape, close_all, events, run_all
 from gateway.frontends.model_names import ModelNameResolver, StoredAdapters
 from gateway.generation.params import GenerationParams
 from gateway.registry import ModelStatus

@@ -3,7 +3,7 @@ in the shapes the official ``openai`` client sends and parses.
 
 - ``POST /v1/files`` (multipart ``file`` + ``purpose`` "fine-tune"; JSON Lines checked line by
   line; a body over ``--max-request-bytes`` is 413) and ``GET /v1/files/{file_id}``.
-- ``POST /v1/fine_tuning/jobs``: see ``openai_tuning_schemas`` for the request (``method.type`` is
+- ``POST /v1/fine_tuning/jobs``: see ``tuning_schemas`` for the request (``method.type`` is
   a Taskgate method or ``supervised``; the adapter is named ``suffix``, else ``<model>-ft-<hex>``;
   extras ``training_data``, ``training_dataset``, ``gate``, ...). Records are Taskgate's:
   ``{"text", "label"}`` for ``classifier``, ``{"input", "output"}`` (+ ``task``) for the others;
@@ -18,7 +18,7 @@ in the shapes the official ``openai`` client sends and parses.
   after that event), replaying what happened and following until the job ends, then
   ``data: [DONE]``. A client may attach at any point; a comment line keeps an idle feed open.
 - The job object is OpenAI's ``fine_tuning.job`` (status queued / running / succeeded / cancelled /
-  failed) plus Taskgate's progress fields (``openai_tuning_convert``). ``fine_tuned_model`` is the
+  failed) plus Taskgate's progress fields (``tuning_convert``). ``fine_tuned_model`` is the
   adapter's name, servable at once when the job succeeds (``adapter`` is the version published,
   ``name@N``); a job that succeeded without publishing (its gate was not beaten) has
   ``fine_tuned_model`` null and says why in ``reasons``.
@@ -43,11 +43,11 @@ from starlette.datastructures import UploadFile
 
 from adapters.jobs.store import JobEvent, JobRecord
 from gateway.errors import ModelNotFound, TaskgateError
-from gateway.frontends.http import openai_tuning_convert as convert
 from gateway.frontends.http.common import Json
 from gateway.frontends.http.errors import ErrorBodies
-from gateway.frontends.http.openai_errors import OpenAIParamError, openai_error_body
-from gateway.frontends.http.openai_tuning_schemas import parse_job_request, prepare_job
+from gateway.frontends.http.openai import tuning_convert as convert
+from gateway.frontends.http.openai.errors import OpenAIParamError, openai_error_body
+from gateway.frontends.http.openai.tuning_schemas import parse_job_request, prepare_job
 from gateway.tuning import TuningService
 
 FILE_PURPOSE = "fine-tune"

@@ -20,8 +20,8 @@ from typing import TypeVar
 
 from gateway.errors import TaskgateError, internal
 from gateway.frontends.http.common import Json, sse
-from gateway.frontends.http.openai_convert import finish_reason, usage
-from gateway.frontends.http.openai_errors import openai_error_body
+from gateway.frontends.http.openai.convert import finish_reason, usage
+from gateway.frontends.http.openai.errors import openai_error_body
 from gateway.generation.results import FinishReason, StreamChunk
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ this server does not implement (audio, functions, reasoning_effort, ...) is a 40
 ``unsupported_parameter`` naming it; any other unknown field a 400
 ``unrecognized_request_argument``. Parameters that are modelled but that the engine cannot honour
 with a given value (penalties, logit_bias, tools, logprobs, ...) are refused by
-``gateway.frontends.http.openai_convert`` with the field as ``param``.
+``gateway.frontends.http.openai.convert`` with the field as ``param``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.frontends.http.openai_errors import OpenAIParamError
+from gateway.frontends.http.openai.errors import OpenAIParamError
 
 # OpenAI parameters this server knows but does not implement (refused by name, not as "unknown")
 UNSUPPORTED_PARAMETERS = frozenset(

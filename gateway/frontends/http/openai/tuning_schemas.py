@@ -1,7 +1,7 @@
 """The request of ``POST /v1/fine_tuning/jobs`` (OpenAI's shape, openai 3.51
 ``types/fine_tuning/job_create_params.py``) and its translation into a protocol-neutral ``JobInput``.
 
-Decisions (the door's docstring in ``openai_tuning`` lists them for users):
+Decisions (the door's docstring in ``tuning`` lists them for users):
 
 - ``method.type`` is one of Taskgate's methods (``prompt_tuning``, ``multitask_prompt_tuning``,
   ``lora``, ``classifier``) or OpenAI's ``supervised``, which means ``lora`` on a causal LM and
@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import TaskgateError
-from gateway.frontends.http.openai_errors import OpenAIParamError, unsupported
+from gateway.frontends.http.openai.errors import OpenAIParamError, unsupported
 from gateway.store import is_model_id
 from gateway.tuning import DataRef, JobInput
 
