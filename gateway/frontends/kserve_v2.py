@@ -170,21 +170,26 @@ class KServeV2Service:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     async def model_names(self) -> list[str]:
-        return await asyncio.to_thread(self._core.registry.store.model_ids)
+        models = await asyncio.to_thread(self._core.registry.store.model_ids)
+        adapters = self._core.adapters
+        names = await asyncio.to_thread(adapters.store.names) if adapters is not None else []
+        return models + [name for name in names if name not in models]
 
     async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
-        manifest = await self._manifest(name, version)
-        sig = signature_for(manifest.tasks)
+        tasks, _, versions = await self._served(name, version)
+        sig = signature_for(tasks)
         return {
             "name": name,
-            "versions": [SERVED_VERSION],
+            "versions": versions,
             "platform": PLATFORM,
             "inputs": [spec.as_dict() for spec in sig.inputs],
             "outputs": [spec.as_dict() for spec in sig.outputs],
         }
 
     async def model_ready(self, name: str, version: str | None) -> bool:
-        await self._manifest(name, version)
+        await self._served(name, version)
+        if not self._core.registry.store.exists(name):  # a tuned adapter: served on demand
+            return True
         return (await self._core.registry.model_status(name)).state == "LOADED"
 
     async def load(self, name: str) -> None:
@@ -198,7 +203,8 @@ class KServeV2Service:
     # -- inference -----------------------------------------------------------------------
     async def infer(self, ctx: RequestContext, request: InferRequest, version: str | None) -> InferResponse:
         name = request.model_name
-        sig = signature_for((await self._manifest(name, version)).tasks)
+        tasks, model_id, _ = await self._served(name, version)
+        sig = signature_for(tasks)
         if sig.task is None:
             raise TaskNotSupported(
                 f"model {name!r} serves no task the v2 protocol maps to tensors "
@@ -211,16 +217,16 @@ class KServeV2Service:
             raise InvalidInput("parameter binary_data_output must be true or false")
         params = {key: value for key, value in params.items() if key not in PROTOCOL_PARAMETERS}
         if sig.task is Task.EMBEDDING:
-            outputs, extra = await self._embed(ctx, name, read_texts(inputs["text"], _TEXT), params)
+            outputs, extra = await self._embed(ctx, model_id, read_texts(inputs["text"], _TEXT), params)
         elif sig.task is Task.TEXT_CLASSIFICATION:
-            outputs, extra = await self._classify(ctx, name, read_texts(inputs["text"], _TEXT), params)
+            outputs, extra = await self._classify(ctx, model_id, read_texts(inputs["text"], _TEXT), params)
         else:
             prompt = read_texts(inputs["text_input"], sig.inputs[0])[0]
-            outputs, extra = await self._generate(ctx, name, prompt, params)
+            outputs, extra = await self._generate(ctx, model_id, prompt, params)
         return InferResponse(
             response_id=request.id or ctx.request_id,
             model_name=name,
-            model_version=SERVED_VERSION,
+            model_version=model_id.partition("@")[2] or version or SERVED_VERSION,
             infer_outputs=[outputs[out] for out, _ in wanted],
             parameters=extra,
             use_binary_outputs=request.use_binary_outputs,
@@ -267,6 +273,24 @@ class KServeV2Service:
             extra["seed"] = str(result.seed)
         out = InferOutput("text_output", [1], "BYTES", data=[result.generated_text])
         return {"text_output": out}, extra
+
+    async def _served(self, name: str, version: str | None) -> tuple[frozenset[Task], str, list[str]]:
+        """The tasks ``name`` serves, the model id the core is called with, and its versions. A
+        store model serves version "1"; a tuned adapter's versions are its published ones
+        (``/v2/models/{name}/versions/{N}`` is the adapter ``name@N``)."""
+        adapters = self._core.adapters
+        if adapters is None or self._core.registry.store.exists(name) or not adapters.store.exists(name):
+            return (await self._manifest(name, version)).tasks, name, [SERVED_VERSION]
+        if version and (not version.isdigit() or len(version) > 9):
+            raise ModelNotFound(f"adapter {name!r} has no version {version!r}")
+        reference = f"{name}@{int(version)}" if version else name
+        target = await adapters.resolve(reference)
+        published = await asyncio.to_thread(adapters.store.versions, name)
+        return (
+            target.tasks,
+            target.version.reference if version else name,
+            [str(v.version) for v in published],
+        )
 
     async def _manifest(self, name: str, version: str | None) -> ModelManifest:
         """The model's manifest (NOT_FOUND for an unknown model or another version)."""
