@@ -69,7 +69,7 @@ def read_tuning(folder: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapters.jobs.manager import _adapter_extra  # what serving reads, as the job manager keeps it
+    from adapters.jobs.manager import adapter_extra  # what serving reads, as the job manager keeps it
     from adapters.store import AdapterStore, AdapterStoreError
 
     folder: Path = args.folder
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             method=about["method"],
             job_id=args.job_id,
             metrics=metrics,
-            extra=_adapter_extra(folder),
+            extra=adapter_extra(folder),
         )
     except (ValueError, AdapterStoreError, OSError) as exc:
         print(f"taskgate adapters publish: error: {exc}", file=sys.stderr, flush=True)

@@ -195,7 +195,7 @@ def _safe_relative(filename: str) -> PurePosixPath:
     return PurePosixPath(filename)
 
 
-def _infer_manifest(model_id: str, folder: Path, source: Path, model_type: str = "") -> ModelManifest:
+def infer_manifest(model_id: str, folder: Path, source: Path, model_type: str = "") -> ModelManifest:
     """A manifest for a bare Hugging Face folder (or a .gguf file) by looking at its files."""
     ggufs = [source] if source.suffix == ".gguf" else sorted(source.glob("*.gguf"))
     if ggufs or model_type in ("torch-causal-lm", "onnx-causal-lm", "gguf"):
@@ -233,7 +233,7 @@ def _write_model(folder: Path, model_id: str, files: list[tuple[PurePosixPath, M
             given.rename(staging / MANIFEST)
             manifest = _deployed_manifest(staging, model_id)
         else:  # a bare Hugging Face folder or .gguf file: infer the manifest, sourced in files/
-            manifest = _infer_manifest(model_id, staging, staging / "files")
+            manifest = infer_manifest(model_id, staging, staging / "files")
         check_settings(manifest.runtime, manifest.settings)
         relative = manifest.source.relative_to(staging)
         dataclasses.replace(manifest, source=folder / relative, folder=staging).write()
@@ -281,7 +281,7 @@ def _register(folder: Path, model_id: str, model_type: str, source: Path, root: 
         check_settings(given.runtime, given.settings)
         dataclasses.replace(given, folder=folder).write()
     else:
-        _infer_manifest(model_id, folder, source, model_type).write()
+        infer_manifest(model_id, folder, source, model_type).write()
 
 
 def _park(folder: Path, model_id: str) -> Path | None:

@@ -31,7 +31,7 @@ import logging
 from pathlib import Path
 
 from gateway.errors import TaskgateError
-from gateway.management import _infer_manifest
+from gateway.management import infer_manifest
 from gateway.model_settings import check_settings
 from gateway.settings import SingleModelSettings
 from gateway.store import MANIFEST, ManifestError, ModelManifest, ModelStore, is_within
@@ -88,7 +88,7 @@ def single_model_manifest(store: ModelStore, model: SingleModelSettings) -> Mode
             names = ", ".join(p.name for p in ggufs)
             raise SingleModelError(f"{source} holds {len(ggufs)} .gguf files ({names}); serve one")
         try:
-            manifest = _infer_manifest(model.name, folder, source)
+            manifest = infer_manifest(model.name, folder, source)
         except TaskgateError as exc:
             raise SingleModelError(str(exc)) from None
     settings = {**manifest.settings, **model.settings}

@@ -313,7 +313,7 @@ class JobManager:
             method=record.method,
             job_id=job_id,
             metrics=metrics,
-            extra=await asyncio.to_thread(_adapter_extra, output),
+            extra=await asyncio.to_thread(adapter_extra, output),
         )
         if self._on_published is not None:
             await self._on_published(version)  # the registry serves it from the next request on
@@ -431,7 +431,7 @@ def _metrics_line(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())) or "no metrics"
 
 
-def _adapter_extra(output: Path) -> dict[str, Any]:
+def adapter_extra(output: Path) -> dict[str, Any]:
     """What serving needs to know from the trainer's ``tuning.json``: the verbalizer a prompt goes
     through, the tasks of a multi-task prompt, a classifier's labels."""
     try:
