@@ -22,7 +22,8 @@ from kserve.utils.numpy_codec import to_np_dtype
 from gateway.core import RequestContext
 from gateway.errors import InvalidInput
 from gateway.frontends.grpc.common import rpc
-from gateway.frontends.kserve_v2 import KServeV2Service, checked_shape, kserve_errors, split_bytes_elements
+from gateway.frontends.kserve_v2 import KServeV2Service
+from gateway.frontends.kserve_v2_tensors import checked_shape, kserve_errors, split_bytes_elements
 
 # "inference.GRPCInferenceService"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name

@@ -31,12 +31,8 @@ from pydantic import ValidationError
 from gateway.errors import InvalidInput, TaskgateError, Unavailable
 from gateway.frontends.http.common import Json, request_context, until_disconnect
 from gateway.frontends.http.errors import safe_message
-from gateway.frontends.kserve_v2 import (
-    KServeV2Service,
-    checked_shape,
-    kserve_errors,
-    split_bytes_elements,
-)
+from gateway.frontends.kserve_v2 import KServeV2Service
+from gateway.frontends.kserve_v2_tensors import checked_shape, kserve_errors, split_bytes_elements
 
 PREFIX = "/v2"
 INFERENCE_HEADER = "Inference-Header-Content-Length"
