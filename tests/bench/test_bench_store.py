@@ -19,7 +19,14 @@ from gateway.store import ModelStore
 ROOT = Path(__file__).resolve().parents[2]
 USER_STORE = ROOT / "model-store"
 # every benchmark that serves or loads a model, and its store
-BENCHMARKS = ("bench.encoder_latency", "bench.encoder_throughput", "bench.generation", "bench.multiplex")
+BENCHMARKS = (
+    "bench.encoder_latency",
+    "bench.encoder_throughput",
+    "bench.generation",
+    "bench.multiplex",
+    "bench.adapters_mixed",
+    "bench.tuning_beside_serving",
+)
 
 
 def _store(module: str) -> Path:
