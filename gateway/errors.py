@@ -25,6 +25,8 @@ class ErrorKind(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNAVAILABLE = "unavailable"
     CANCELLED = "cancelled"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
     INTERNAL = "internal"
 
 
@@ -88,6 +90,18 @@ class Cancelled(TaskgateError):
     kind = ErrorKind.CANCELLED
 
 
+class Unauthenticated(TaskgateError):
+    """No API key, or one no tenant has (API keys are configured)."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+
+
+class PermissionDenied(TaskgateError):
+    """The caller's tenant lacks the right the call needs, or may not touch what it names."""
+
+    kind = ErrorKind.PERMISSION_DENIED
+
+
 class InternalError(TaskgateError):
     """A failure inside a runtime; the message names the request id, never the trace."""
 
@@ -108,6 +122,8 @@ ERROR_CLASSES: dict[ErrorKind, type[TaskgateError]] = {
         DeadlineExceeded,
         Unavailable,
         Cancelled,
+        Unauthenticated,
+        PermissionDenied,
         InternalError,
     )
 }

@@ -32,6 +32,8 @@ WIRE: dict[ErrorKind, WireCode] = {
     ErrorKind.DEADLINE_EXCEEDED: WireCode(grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     ErrorKind.UNAVAILABLE: WireCode(grpc.StatusCode.UNAVAILABLE, 503),
     ErrorKind.CANCELLED: WireCode(grpc.StatusCode.CANCELLED, 499),
+    ErrorKind.UNAUTHENTICATED: WireCode(grpc.StatusCode.UNAUTHENTICATED, 401),
+    ErrorKind.PERMISSION_DENIED: WireCode(grpc.StatusCode.PERMISSION_DENIED, 403),
     ErrorKind.INTERNAL: WireCode(grpc.StatusCode.INTERNAL, 500),
 }
 

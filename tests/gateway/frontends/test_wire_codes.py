@@ -23,6 +23,8 @@ def test_the_table_agrees_between_grpc_and_http() -> None:
         grpc.StatusCode.UNAVAILABLE: {503},
         grpc.StatusCode.CANCELLED: {499},
         grpc.StatusCode.INTERNAL: {500},
+        grpc.StatusCode.UNAUTHENTICATED: {401},
+        grpc.StatusCode.PERMISSION_DENIED: {403},
         grpc.StatusCode.UNIMPLEMENTED: {404, 405},  # no such route / method; a wrong HTTP verb
     }
     for code in WIRE.values():

@@ -27,6 +27,8 @@ _NAMES: dict[ErrorKind, tuple[str, str]] = {
     ErrorKind.DEADLINE_EXCEEDED: ("timeout_error", "timeout"),
     ErrorKind.UNAVAILABLE: ("service_unavailable_error", "service_unavailable"),
     ErrorKind.CANCELLED: (INVALID_REQUEST, "request_cancelled"),
+    ErrorKind.UNAUTHENTICATED: (INVALID_REQUEST, "invalid_api_key"),
+    ErrorKind.PERMISSION_DENIED: (INVALID_REQUEST, "insufficient_permissions"),
     ErrorKind.INTERNAL: ("server_error", "internal_error"),
 }
 

@@ -41,8 +41,15 @@ CASES: dict[ErrorKind, tuple[str, str, Any, dict[str, str]]] = {
     ErrorKind.UNAVAILABLE: ("POST", "/v1/embeddings", {"model": MISSING_SOURCE, "input": "x"}, {}),
     ErrorKind.INTERNAL: ("POST", "/v1/embeddings", {"model": SHORT_POSITIONS, "input": "word " * 40}, {}),
 }
-# OVERLOADED needs concurrency (below); CANCELLED has no reply; /v1 deploys nothing (ALREADY_EXISTS)
-NOT_BY_ONE_V1_REQUEST = {ErrorKind.OVERLOADED, ErrorKind.CANCELLED, ErrorKind.ALREADY_EXISTS}
+# OVERLOADED needs concurrency (below); CANCELLED has no reply; /v1 deploys nothing (ALREADY_EXISTS);
+# UNAUTHENTICATED and PERMISSION_DENIED need API keys (tests/gateway/test_access.py, with the client)
+NOT_BY_ONE_V1_REQUEST = {
+    ErrorKind.OVERLOADED,
+    ErrorKind.CANCELLED,
+    ErrorKind.ALREADY_EXISTS,
+    ErrorKind.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED,
+}
 TYPES = {
     ErrorKind.DEADLINE_EXCEEDED: "timeout_error",
     ErrorKind.UNAVAILABLE: "service_unavailable_error",
