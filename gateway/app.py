@@ -95,7 +95,6 @@ class Gateway:
         self.tuning = TuningService(self.jobs, self.adapters, self.registry.store, self.settings.tuning)
         for model_id in self.settings.preload:
             await self.registry.get(model_id)
-        self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
         self._grpc, grpc_port = await start_grpc(
             self.core, self.management, server, self.settings.registry, self.tuning
@@ -118,6 +117,8 @@ class Gateway:
                 await self._http_task  # re-raises the bind error
                 raise OSError(f"HTTP server on {server.host}:{server.http_port} stopped at start-up")
             await asyncio.sleep(0.01)
+        # from here on the loop serves: its lag is measured (start-up's imports and app building are not)
+        self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         http_port = self._http.servers[0].sockets[0].getsockname()[1]
         self.addresses = Addresses(f"{server.host}:{grpc_port}", f"http://{server.host}:{http_port}")
         return self.addresses
