@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.store import AdapterNotFound, AdapterStore, AdapterStoreError, AdapterVersion
+from gateway.access import Tenant
 from gateway.adapter_cache import AdapterCache
 from gateway.errors import InvalidInput, ModelNotFound, Unavailable
 from gateway.metrics import Metrics
@@ -37,6 +38,8 @@ from runtimes.causal_lm import CausalLMRuntime
 
 log = logging.getLogger(__name__)
 
+OWNER = "owner"  # extra of a version a tenant's job published: the tenant's name
+PUBLIC = "public"  # extra: True when every tenant is served it
 GENERATION_METHODS = frozenset({"lora", "prompt_tuning", "multitask_prompt_tuning"})
 CLASSIFIER_METHOD = "classifier"
 PEFT_HOST_SUFFIX = "+peft"
@@ -91,8 +94,10 @@ class AdapterServing:
             return True
         return not self.registry.store.exists(model_id) and self.store.exists(model_id)
 
-    async def resolve(self, model_id: str) -> AdapterTarget:
-        """The adapter a model id names, with its serving model registered (NOT_FOUND if none)."""
+    async def resolve(self, model_id: str, tenant: Tenant | None = None) -> AdapterTarget:
+        """The adapter a model id names, with its serving model registered (NOT_FOUND if none).
+        With ``tenant`` (the caller), a version another tenant published privately is NOT_FOUND,
+        alike a missing one."""
         try:
             version = await asyncio.to_thread(self._verified_version, model_id)
         except AdapterNotFound as exc:
@@ -101,6 +106,8 @@ class AdapterServing:
             if "@" in model_id and "invalid" in str(exc):
                 raise InvalidInput(str(exc)) from None
             raise Unavailable(f"adapter {model_id!r} cannot be served: {exc}") from None
+        if not served_to(version, tenant):
+            raise ModelNotFound(f"no adapter {version.name!r}")
         try:
             base = await asyncio.to_thread(self.registry.store.manifest, version.base_model)
         except ModelNotFound:
@@ -173,6 +180,15 @@ class AdapterServing:
             manifest = dataclasses.replace(base, model_id=key, runtime="torch-causal-lm", settings=settings)
             self.registry.add_derived(manifest, base)
         return AdapterTarget(version, key, version.reference)
+
+
+def served_to(version: AdapterVersion, tenant: Tenant | None) -> bool:
+    """Whether ``tenant`` may use ``version``: its owner (recorded at publish by a tenant's job)
+    or anyone when it has no owner, is public, or API keys are off (no tenant)."""
+    owner = version.extra.get(OWNER)
+    if tenant is None or not owner:
+        return True
+    return bool(owner == tenant.name or version.extra.get(PUBLIC) is True)
 
 
 def _task_index(target: AdapterTarget) -> int | None:

@@ -15,6 +15,8 @@ import uvicorn
 from adapters.jobs.manager import JobManager
 from adapters.jobs.store import JobStore
 from adapters.store import AdapterStore
+from gateway import tls
+from gateway.access import Admission
 from gateway.adapter_serving import AdapterServing
 from gateway.core import TaskService
 from gateway.frontends.grpc.server import start_grpc
@@ -25,6 +27,7 @@ from gateway.memory import limit_arenas
 from gateway.metrics import Metrics
 from gateway.registry import ModelRegistry
 from gateway.settings import Settings
+from gateway.shutdown import Drain
 from gateway.single_model import install_single_model
 from gateway.store import ModelStore, prepare_store
 from gateway.store_watch import watch_store
@@ -32,6 +35,8 @@ from gateway.tuning import TuningService
 from runtimes import export_worker
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 2  # after the drain (or its deadline), for what is still answering
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -77,6 +82,8 @@ class Gateway:
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.addresses = Addresses("", "")
+        self.drain = Drain()  # graceful shutdown (gateway/shutdown.py): both access gates see it
+        self.admission = Admission(settings.api_keys, self.drain)
 
     async def start(self) -> Addresses:
         server = self.settings.server
@@ -97,16 +104,18 @@ class Gateway:
             await self.registry.get(model_id)
         self._watch_task = asyncio.create_task(watch_store(self.registry, self._watch_stop))
         self._grpc, grpc_port = await start_grpc(
-            self.core, self.management, server, self.settings.registry, self.tuning
+            self.core, self.management, server, self.settings.registry, self.tuning, self.admission
         )
         config = uvicorn.Config(
-            create_app(self.core, self.management, server, self.tuning),
+            create_app(self.core, self.management, server, self.tuning, self.admission),
             host=server.host,
             port=server.http_port,
             log_level=server.log_level,
             access_log=False,
             lifespan="off",
             http="httptools",
+            timeout_graceful_shutdown=STOP_GRACE_S,  # after the drain: what is left is cut
+            **tls.uvicorn_options(server),
         )
         # uvicorn logs access lines whenever any ancestor logger has a handler; we don't want them
         logging.getLogger("uvicorn.access").propagate = False
@@ -120,8 +129,22 @@ class Gateway:
         # from here on the loop serves: its lag is measured (start-up's imports and app building are not)
         self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics, self._watch_stop))
         http_port = self._http.servers[0].sockets[0].getsockname()[1]
-        self.addresses = Addresses(f"{server.host}:{grpc_port}", f"http://{server.host}:{http_port}")
+        scheme = "https" if tls.enabled(server) else "http"
+        self.addresses = Addresses(f"{server.host}:{grpc_port}", f"{scheme}://{server.host}:{http_port}")
         return self.addresses
+
+    async def shutdown(self) -> None:
+        """SIGTERM: readiness false and new work refused at once; admitted requests and streams
+        finish for up to ``shutdown_timeout_s``; generation streams still running then end
+        UNAVAILABLE; then ``stop()`` (running tuning jobs end interrupted)."""
+        timeout_s = self.settings.server.shutdown_timeout_s
+        await self.drain.begin()
+        log.info("draining: %d requests in flight, waiting up to %.0f s", self.drain.inflight, timeout_s)
+        if not await self.drain.wait_idle(timeout_s):
+            log.warning("drain deadline passed with %d requests in flight: cutting them", self.drain.inflight)
+            await asyncio.to_thread(self.core.generation.close)  # every stream ends UNAVAILABLE
+            await self.drain.wait_idle(STOP_GRACE_S)
+        await self.stop(grace_s=STOP_GRACE_S)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         if self._http is not None and self._http_task is not None:

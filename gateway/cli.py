@@ -30,15 +30,22 @@ async def _serve(config: settings_module.Settings) -> None:
     addresses = await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:  # the first drains (gateway/shutdown.py); a second cuts the drain short
+        if stop.is_set():
+            gateway.drain.hurry()
+        stop.set()
+
     for sig in (
         signal.SIGINT,
         signal.SIGTERM,
     ):  # before the line below: a SIGTERM right after it stops cleanly
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     print(f"Taskgate serving: gRPC {addresses.grpc}  HTTP {addresses.http}", flush=True)
     await stop.wait()
-    print("Taskgate stopping", flush=True)
-    await gateway.stop()
+    print(f"Taskgate stopping: draining {gateway.drain.inflight} requests in flight", flush=True)
+    await gateway.shutdown()
+    print("Taskgate stopped", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gateway import __version__
+from gateway.access import Tenant, TenantCounter, check_new_tokens
 from gateway.adapter_serving import AdapterServing, AdapterTarget
 from gateway.batcher import BatchSettings
 from gateway.encoding import EncoderBatchers, bucket, truncation
@@ -61,6 +62,7 @@ INLINE_TOKENIZE_CHARS = 4096  # tokenize smaller requests on the event loop, lar
 class RequestContext:
     request_id: str
     deadline: float | None = None  # time.monotonic() seconds; None: no deadline
+    tenant: Tenant | None = None  # the caller's tenant (None: no API keys); its adapters, limits
 
 
 # a row carries its request's deadline: a batch is bounded by the latest of its rows' (runtimes
@@ -79,6 +81,7 @@ class TaskService:
         self._threads = threads
         self._prep_executor = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._inflight: dict[str, int] = {}
+        self._streams = TenantCounter("generation streams open", lambda limits: limits.max_streams)
         self._encoders = EncoderBatchers(threads, self.metrics)
         self.generation = GenerationService()
         self.adapters: AdapterServing | None = None  # set when an adapter store serves tuned adapters
@@ -195,7 +198,7 @@ class TaskService:
     async def generate(
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
     ) -> GenerationOutput:
-        self._check_generation(text, params)
+        self._check_generation(ctx, text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
         async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
             if target is None:
@@ -218,23 +221,24 @@ class TaskService:
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream chunks; the model stays in use (not evictable) until the stream ends."""
-        self._check_generation(text, params)
+        self._check_generation(ctx, text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
-        async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
-            if target is not None:
-                text, adapter = target.prompt(text), target.adapter
-            else:
-                adapter = None
-            stream = await self.generation.stream(ctx, model, text, params, adapter)
-            generated = 0
-            try:
-                async for chunk in stream:
-                    generated = chunk.details.generated_tokens if chunk.details else generated
-                    yield chunk
-            finally:
-                await stream.aclose()
+        with self._streams.hold(ctx.tenant):
+            async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
                 if target is not None:
-                    self.metrics.adapter_tokens.labels(target.version.reference).inc(generated)
+                    text, adapter = target.prompt(text), target.adapter
+                else:
+                    adapter = None
+                stream = await self.generation.stream(ctx, model, text, params, adapter)
+                generated = 0
+                try:
+                    async for chunk in stream:
+                        generated = chunk.details.generated_tokens if chunk.details else generated
+                        yield chunk
+                finally:
+                    await stream.aclose()
+                    if target is not None:
+                        self.metrics.adapter_tokens.labels(target.version.reference).inc(generated)
 
     # -- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -257,13 +261,14 @@ class TaskService:
             else:  # no entry for an idle model: the map holds only models with work
                 del self._inflight[model_id]
 
-    def _check_generation(self, text: str, params: GenerationParams) -> None:
+    def _check_generation(self, ctx: RequestContext, text: str, params: GenerationParams) -> None:
         self._check_texts([text], "text")
         cap = self._limits.max_new_tokens
         if params.max_new_tokens > cap:
             raise InvalidInput(
                 f"max_new_tokens {params.max_new_tokens} is more than this server allows ({cap})"
             )
+        check_new_tokens(ctx.tenant, params.max_new_tokens)
 
     def _check_texts(self, texts: Sequence[str], name: str) -> None:
         if len(texts) == 0:
@@ -297,7 +302,7 @@ class TaskService:
         An adapter name (``name`` or ``name@N``) is served by the model derived for it."""
         adapters = self.adapters
         if adapters is not None and adapters.names_adapter(model_id):
-            target = await adapters.resolve(model_id)
+            target = await adapters.resolve(model_id, ctx.tenant)
             if task not in target.tasks:
                 served = ", ".join(sorted(t.value for t in target.tasks))
                 raise TaskNotSupported(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.access import ApiKeys
 from gateway.store import is_model_id
 from runtimes.base import ThreadSettings
 
@@ -30,6 +31,10 @@ class ServerSettings:
     log_level: str = "info"
     modelmesh_endpoint: str = ""  # "port:N" or "unix:PATH": serve the ModelMesh SPI there too
     modelmesh_models_dir: str = "/models"  # ModelMesh's modelPath must lie under it (its puller's)
+    shutdown_timeout_s: float = 20.0  # SIGTERM: in-flight requests may finish this long
+    tls_cert_file: str = ""  # PEM; with tls_key_file: HTTPS and gRPC over TLS
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -38,6 +43,16 @@ class ServerSettings:
                 raise ValueError(f"{name} must be within 0..65535, got {port}")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes}")
+        if not 0 <= self.shutdown_timeout_s <= 3600:
+            raise ValueError(f"shutdown_timeout_s must be within 0-3600, got {self.shutdown_timeout_s}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name}: no file {path!r}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,7 @@ class Settings:
     limits: RequestLimits = field(default_factory=RequestLimits)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     tuning: TuningSettings = field(default_factory=TuningSettings)
+    api_keys: ApiKeys | None = None  # None: no authentication (gateway/access.py)
 
 
 def _flag(value: str | bool) -> bool:
@@ -176,6 +192,16 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "server",
         "modelmesh_models_dir",
     ),
+    (
+        "shutdown-timeout-s",
+        float,
+        "on SIGTERM, how long in-flight requests may finish",
+        "server",
+        "shutdown_timeout_s",
+    ),
+    ("tls-cert-file", str, "PEM certificate: serve HTTPS and gRPC over TLS", "server", "tls_cert_file"),
+    ("tls-key-file", str, "PEM private key of the certificate", "server", "tls_key_file"),
+    ("tls-client-ca-file", str, "PEM CA: require client certificates (mTLS)", "server", "tls_client_ca_file"),
     ("intra-op-threads", int, "threads inside one model call", "runtime", "intra_op_threads"),
     ("inter-op-threads", int, "threads across graph branches", "runtime", "inter_op_threads"),
     ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),
@@ -261,6 +287,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-settings",
         help=f"JSON object of runtime settings for it (env {env_name('model-settings')})",
     )
+    parser.add_argument(
+        "--api-keys-file",
+        help="JSON / TOML file of API keys (sha256) with tenants, rights and limits "
+        f"(env {env_name('api-keys-file')})",
+    )
+    parser.add_argument("--api-keys", help=f"the same document inline, as JSON (env {env_name('api-keys')})")
     for flag, kind, text, _, _ in _OPTIONS:
         parser.add_argument(f"--{flag}", type=kind, help=f"{text} (env {env_name(flag)})")
 
@@ -304,6 +336,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         limits=RequestLimits(**slices["limits"]),
         registry=RegistrySettings(**slices["registry"]),
         tuning=TuningSettings(**slices["tuning"]),
+        api_keys=_api_keys(pick("api-keys-file"), pick("api-keys")),
     )
 
 
@@ -322,6 +355,16 @@ def _single_model(model_dir: str | None, name: str, pick: Callable[[str], Any]) 
     except ValueError as exc:
         raise ValueError(f"{env_name('model-settings')} / --model-settings is not JSON: {exc}") from None
     return SingleModelSettings(model_dir=Path(model_dir), name=name, settings=options)
+
+
+def _api_keys(path: str | None, inline: str | None) -> ApiKeys | None:
+    if path and inline:
+        raise ValueError(
+            f"give {env_name('api-keys-file')} / --api-keys-file or {env_name('api-keys')}, not both"
+        )
+    if path:
+        return ApiKeys.load(Path(path))
+    return ApiKeys.parse(inline) if inline else None
 
 
 def _split(value: str | None) -> tuple[str, ...]:

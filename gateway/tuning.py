@@ -25,8 +25,9 @@ from typing import Any
 from adapters.jobs.manager import Gate, JobManager, JobRequest, JobRequestError, QueueFull
 from adapters.jobs.store import JobEvent, JobNotFound, JobRecord
 from adapters.store import AdapterNotFound, AdapterStoreError, AdapterVersion, is_adapter_name
-from gateway.adapter_serving import AdapterServing
-from gateway.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge
+from gateway.access import Tenant, current_tenant
+from gateway.adapter_serving import OWNER, PUBLIC, AdapterServing
+from gateway.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge, PermissionDenied
 from gateway.settings import TuningSettings
 from gateway.store import ModelStore, is_within
 
@@ -34,6 +35,7 @@ DATASETS = ".datasets"
 FILES = ".files"
 _FILE_ID = re.compile(r"file-[0-9a-f]{24}")
 MAX_FILE_BYTES = 64 * 1024 * 1024
+ACCESS = "access"  # a job spec's owner: {"owner": tenant, "public": bool}
 GATE_METRICS = ("val_loss", "val_accuracy", "train_loss")
 
 
@@ -80,7 +82,9 @@ class TuningService:
 
     # -- jobs ----------------------------------------------------------------------------
     async def create_job(self, request: JobInput) -> JobRecord:
-        checked = await asyncio.to_thread(self._check, request)
+        """The job is the caller's (``current_tenant()``): its adapter is served to that tenant
+        alone unless the tenant publishes publicly, and other tenants do not see the job."""
+        checked = await asyncio.to_thread(self._check, request, current_tenant())
         try:
             return await self.manager.submit(checked)
         except QueueFull as exc:
@@ -90,16 +94,22 @@ class TuningService:
 
     async def job(self, job_id: str) -> JobRecord:
         try:
-            return await self.manager.get(_job_id(job_id))
+            record = await self.manager.get(_job_id(job_id))
         except JobNotFound:
             raise ModelNotFound(f"no tuning job {job_id!r}") from None
+        if not _job_visible(record, current_tenant()):
+            raise ModelNotFound(f"no tuning job {job_id!r}")
+        return record
 
     async def jobs(self, *, after: str | None = None, limit: int = 20) -> list[JobRecord]:
         if after is not None:
             await self.job(after)
         if not 1 <= limit <= 100:
             raise InvalidInput(f"limit must be within 1-100, got {limit}", param="limit")
-        return await asyncio.to_thread(self.manager.jobs.page, after=after, limit=limit)
+        tenant = current_tenant()
+        if tenant is None:
+            return await asyncio.to_thread(self.manager.jobs.page, after=after, limit=limit)
+        return await asyncio.to_thread(self._tenant_page, tenant, after, limit)
 
     async def cancel(self, job_id: str) -> JobRecord:
         await self.job(job_id)
@@ -161,7 +171,7 @@ class TuningService:
         return target
 
     # -- checks (in a thread: they read files) -------------------------------------------
-    def _check(self, request: JobInput) -> JobRequest:
+    def _check(self, request: JobInput, owner: Tenant | None = None) -> JobRequest:
         from adapters.base_models import manifest_kind, require_kind
         from adapters.methods import METHODS, TuningMethod, parse_config, trainer_class
         from adapters.methods.data import load_records, split_off
@@ -190,7 +200,7 @@ class TuningService:
             )
         except ValueError as exc:
             raise InvalidInput(str(exc), param="model") from None
-        self._check_history(name, request.base_model, method.value)
+        self._check_history(name, request.base_model, method.value, owner)
         try:
             config = parse_config(method, request.hyperparameters)
         except ValueError as exc:
@@ -220,6 +230,8 @@ class TuningService:
             # where the data came from, for the doors to show (the records themselves are copied)
             "sources": {"train": _described(request.train), "validation": _described(request.validation)},
         }
+        if owner is not None:  # recorded in the published version's extra (adapters.jobs.manager)
+            spec[ACCESS] = {OWNER: owner.name, PUBLIC: owner.public_adapters}
         return JobRequest(
             name=name,
             method=method.value,
@@ -230,17 +242,31 @@ class TuningService:
             gate=gate,
         )
 
-    def _check_history(self, name: str, base_model: str, method: str) -> None:
+    def _check_history(self, name: str, base_model: str, method: str, owner: Tenant | None) -> None:
         try:
             current = self.adapters.store.get(name)
         except AdapterStoreError:
             return
+        if owner is not None and current.extra.get(OWNER) not in (None, owner.name):
+            raise PermissionDenied(f"adapter {name!r} belongs to another tenant; name yours otherwise")
         if current.base_model != base_model or current.method != method:
             raise InvalidInput(
                 f"adapter {name!r} exists as a {current.method} adapter of {current.base_model!r}; "
                 f"a new version must tune the same base with the same method, or choose another name",
                 param="name",
             )
+
+    def _tenant_page(self, tenant: Tenant, after: str | None, limit: int) -> list[JobRecord]:
+        """A page of the jobs ``tenant`` sees, newest first (the store's pages, filtered)."""
+        found: list[JobRecord] = []
+        cursor = after
+        while len(found) < limit:
+            page = self.manager.jobs.page(after=cursor, limit=100)
+            found += [record for record in page if _job_visible(record, tenant)]
+            if len(page) < 100:
+                break
+            cursor = page[-1].id
+        return found[:limit]
 
     def _gate(self, raw: Mapping[str, Any] | None, method: str) -> Gate | None:
         if not raw:
@@ -348,6 +374,12 @@ def _described(ref: DataRef | None) -> dict[str, Any] | None:
     if ref.dataset is not None:
         return {"dataset": ref.dataset}
     return {"records": len(ref.records or ())}
+
+
+def _job_visible(record: JobRecord, tenant: Tenant | None) -> bool:
+    """A job is its owner's; one made without API keys (no owner) is everyone's."""
+    owner = record.spec.get(ACCESS, {}).get(OWNER)
+    return tenant is None or owner is None or owner == tenant.name
 
 
 def _job_id(job_id: str) -> str:

@@ -313,7 +313,7 @@ class JobManager:
             method=record.method,
             job_id=job_id,
             metrics=metrics,
-            extra=await asyncio.to_thread(adapter_extra, output),
+            extra={**await asyncio.to_thread(adapter_extra, output), **_owner_extra(record.spec)},
         )
         if self._on_published is not None:
             await self._on_published(version)  # the registry serves it from the next request on
@@ -429,6 +429,15 @@ def _progress_line(progress: dict[str, Any]) -> str:
 
 def _metrics_line(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())) or "no metrics"
+
+
+def _owner_extra(spec: dict[str, Any]) -> dict[str, Any]:
+    """The owner of the job (the tenant that made it) and whether its adapter is public, as
+    ``TuningService`` recorded them in the spec; serving checks them (``adapter_serving``)."""
+    access = spec.get("access")
+    if not isinstance(access, dict) or not access.get("owner"):
+        return {}
+    return {"owner": str(access["owner"]), "public": access.get("public") is True}
 
 
 def adapter_extra(output: Path) -> dict[str, Any]:

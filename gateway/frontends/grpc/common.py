@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from gateway.access import current_tenant
 from gateway.core import RequestContext
 from gateway.errors import TaskgateError, internal, new_request_id
 from gateway.frontends.wire_codes import wire_code
@@ -58,7 +59,8 @@ def request_context(context: Context) -> RequestContext:
     """The request id (the caller's x-request-id, or a new one) and the gRPC deadline."""
     remaining = context.time_remaining()
     deadline = time.monotonic() + remaining if remaining is not None else None
-    return RequestContext(request_id=metadata(context, REQUEST_ID_KEY) or new_request_id(), deadline=deadline)
+    rid = metadata(context, REQUEST_ID_KEY) or new_request_id()
+    return RequestContext(request_id=rid, deadline=deadline, tenant=current_tenant())  # set by access_gate
 
 
 async def _guarded(context: Context, name: str, call: Callable[[RequestContext], Awaitable[Any]]) -> Any:

@@ -14,7 +14,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway import tls
+from gateway.access import Admission
 from gateway.core import TaskService
+from gateway.frontends.grpc.access_gate import AccessGate
 from gateway.frontends.grpc.caikit_nlp import NlpServicer
 from gateway.frontends.grpc.caikit_training import CaikitTrainingServicer, TrainingManagementServicer
 from gateway.frontends.grpc.guard import DEPLOY_METHOD, TRAIN_METHODS, RequestGuard
@@ -101,14 +104,18 @@ async def start_grpc(
     settings: ServerSettings,
     registry: RegistrySettings,
     tuning: TuningService | None = None,
+    admission: Admission | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server; returns it and the bound port (useful when the port is 0).
-    ``tuning`` (None: no tuning services) serves the training and adapter services."""
+    ``tuning`` (None: no tuning services) serves the training and adapter services;
+    ``admission`` (None: none) checks keys and shutdown before the guard (access_gate)."""
     largest = max(settings.max_request_bytes, settings.max_deploy_bytes)
     large = {method: settings.max_deploy_bytes for method in (DEPLOY_METHOD, *TRAIN_METHODS)}
     guard = RequestGuard(settings.max_request_bytes, large)
+    admission = admission if admission is not None else Admission()
     server = grpc.aio.server(
-        interceptors=[guard],  # per-method limits below this server-wide one (deploys carry files)
+        # the guard innermost: per-method limits below this server-wide one (deploys carry files)
+        interceptors=[AccessGate(admission), guard],
         options=[
             ("grpc.max_receive_message_length", largest),
             # Responses may be larger than their request (rerank echoes the documents for every
@@ -136,7 +143,12 @@ async def start_grpc(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*served, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    credentials = tls.grpc_credentials(settings)
+    address = f"{settings.host}:{settings.grpc_port}"
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
     if settings.modelmesh_endpoint:
@@ -146,4 +158,5 @@ async def start_grpc(
     await server.start()
     for name in ("", *served):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    admission.drain.on_begin(health_servicer.enter_graceful_shutdown)  # NOT_SERVING while draining
     return server, port

@@ -14,8 +14,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
+from gateway.access import Admission
 from gateway.core import TaskService
 from gateway.errors import InvalidInput, TaskgateError, internal
+from gateway.frontends.http.access_gate import AccessGate
 from gateway.frontends.http.adapters import adapters_router
 from gateway.frontends.http.body_limit import BodyLimit
 from gateway.frontends.http.caikit_tasks import caikit_task_router
@@ -42,8 +44,10 @@ def create_app(
     management: ModelManagement,
     settings: ServerSettings,
     tuning: TuningService | None = None,
+    admission: Admission | None = None,
 ) -> FastAPI:
-    """The app; ``tuning`` (None: no tuning routes) serves the job and adapter routes."""
+    """The app; ``tuning`` (None: no tuning routes) serves the job and adapter routes;
+    ``admission`` (None: none) checks keys and shutdown before anything else (access_gate)."""
     app = FastAPI(
         title="Taskgate",
         version=__version__,
@@ -53,6 +57,7 @@ def create_app(
     app.add_middleware(
         BodyLimit, limit=settings.max_request_bytes, deploy_limit=settings.max_deploy_bytes, bodies=bodies
     )
+    app.add_middleware(AccessGate, admission=admission or Admission(), bodies=bodies)  # outermost
     install_caikit_openapi(app)
     app.include_router(management_router(management, core))
     app.include_router(caikit_task_router(core))

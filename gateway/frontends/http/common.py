@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
+from gateway.access import current_tenant
 from gateway.core import RequestContext
 from gateway.errors import Cancelled, InvalidInput, new_request_id
 
@@ -45,7 +46,7 @@ def deadline(request: Request) -> float | None:
 
 
 def request_context(request: Request) -> RequestContext:
-    return RequestContext(request_id=request_id(request), deadline=deadline(request))
+    return RequestContext(request_id=request_id(request), deadline=deadline(request), tenant=current_tenant())
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import httpx
@@ -18,7 +19,8 @@ from gateway.wire import caikit_data_model_runtime_models_pb2 as caikit_models_p
 from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
-from tests.conftest import MAX_REQUEST_BYTES, TEST_LIMITS
+from tests.conftest import MAX_REQUEST_BYTES, TEST_LIMITS, GatewayThread
+from tests.gateway.access_keys import KEYS, keyed_gateway_on
 from tests.models import CLASSIFIER, MINILM, MISSING_SOURCE, SHORT_POSITIONS
 
 
@@ -32,6 +34,8 @@ class Case:
     deploy: bool = False  # call Caikit's DeployModel instead of a task
     http_route: tuple[str, str] | None = None  # (verb, path) to call instead of a task
     grpc_method: str | None = None  # a method path to call instead of a task
+    key: str | None = None  # an API key to send: the case runs on a gateway started with API keys
+    keyed: bool = False  # on that gateway (with or without ``key``)
 
 
 LONG = "word " * 300
@@ -51,6 +55,8 @@ CASES: dict[ErrorKind, Case] = {
     ErrorKind.DEADLINE_EXCEEDED: Case(MINILM, ["x"], timeout_ms=0),
     ErrorKind.UNAVAILABLE: Case(MISSING_SOURCE, ["x"]),
     ErrorKind.INTERNAL: Case(SHORT_POSITIONS, ["word " * 40]),
+    ErrorKind.UNAUTHENTICATED: Case(MINILM, ["x"], keyed=True),
+    ErrorKind.PERMISSION_DENIED: Case(MINILM, ["x"], deploy=True, key=KEYS["beta"], keyed=True),  # infer only
 }
 # OVERLOADED needs concurrency (its own test below); CANCELLED has no reply: the client left.
 UNREACHABLE_BY_ONE_REQUEST = {ErrorKind.OVERLOADED, ErrorKind.CANCELLED}
@@ -62,20 +68,43 @@ def test_cases_cover_every_kind() -> None:
     assert set(CASES) | UNREACHABLE_BY_ONE_REQUEST == set(ErrorKind)
 
 
+@pytest.fixture(scope="module")
+def keyed_gateway(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+    with keyed_gateway_on(store, tmp_path_factory.mktemp("keys")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def keyed_http(keyed_gateway: GatewayThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=keyed_gateway.gateway.addresses.http, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def keyed_channel(keyed_gateway: GatewayThread) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(keyed_gateway.gateway.addresses.grpc) as chan:
+        yield chan
+
+
 def _http_call(http: httpx.Client, case: Case) -> httpx.Response:
     if case.http_route is not None:
         verb, path = case.http_route
         return http.request(verb, path, json={"model_id": case.model, "inputs": case.texts})
+    keyed = {} if case.key is None else {"authorization": f"Bearer {case.key}"}
     if case.deploy:
         files = [{"filename": "config.json", "data": base64.b64encode(b"{}").decode()}]
-        return http.post("/management/models", json={"model_id": case.model, "model_files": files})
+        return http.post(
+            "/management/models", json={"model_id": case.model, "model_files": files}, headers=keyed
+        )
     headers = {} if case.timeout_ms is None else {"x-request-timeout-ms": str(case.timeout_ms)}
     body = {"model_id": case.model, "inputs": case.texts}
     return http.post("/api/v1/task/embedding-tasks", json=body, headers=headers)
 
 
 @pytest.mark.parametrize("kind", list(CASES), ids=lambda k: k.value)
-def test_http(http: httpx.Client, kind: ErrorKind) -> None:
+def test_http(http: httpx.Client, kind: ErrorKind, request: pytest.FixtureRequest) -> None:
+    if CASES[kind].keyed:  # the gateway started with API keys
+        http = request.getfixturevalue("keyed_http")
     response = _http_call(http, CASES[kind])
     assert response.status_code == WIRE[kind].http, response.text
     body = response.json()
@@ -87,21 +116,24 @@ def test_http(http: httpx.Client, kind: ErrorKind) -> None:
 
 
 @pytest.mark.parametrize("kind", [k for k in CASES if k not in HTTP_ONLY], ids=lambda k: k.value)
-def test_grpc(channel: grpc.Channel, kind: ErrorKind) -> None:
+def test_grpc(channel: grpc.Channel, kind: ErrorKind, request: pytest.FixtureRequest) -> None:
     case = CASES[kind]
+    if case.keyed:  # the gateway started with API keys
+        channel = request.getfixturevalue("keyed_channel")
+    keyed = () if case.key is None else (("authorization", f"Bearer {case.key}"),)
     stub = nlp_grpc.NlpServiceStub(channel)
     # grpcio refuses a deadline of 0; 1 ms lapses in flight. Either side may then answer
     # DEADLINE_EXCEEDED; the server-side refusal before the model runs is tested in test_core.
     timeout = None if case.timeout_ms is None else 0.001
     with pytest.raises(grpc.RpcError) as err:
         if case.grpc_method is not None:
-            request = nlp.EmbeddingTasksRequest(texts=case.texts).SerializeToString()
+            raw = nlp.EmbeddingTasksRequest(texts=case.texts).SerializeToString()
             call = channel.unary_unary(case.grpc_method)  # bytes in, bytes out
-            call(request, metadata=(("mm-model-id", case.model),))
+            call(raw, metadata=(("mm-model-id", case.model),))
         elif case.deploy:
             files = [common_file_pb2.File(filename="config.json", data=b"{}")]
-            request = caikit_models_pb2.DeployModelRequest(model_id=case.model, model_files=files)
-            caikit_models_grpc.ModelManagementStub(channel).DeployModel(request)
+            deploy = caikit_models_pb2.DeployModelRequest(model_id=case.model, model_files=files)
+            caikit_models_grpc.ModelManagementStub(channel).DeployModel(deploy, metadata=keyed)
         else:
             stub.EmbeddingTasksPredict(
                 nlp.EmbeddingTasksRequest(texts=case.texts),
