@@ -107,7 +107,7 @@ class AdapterServing:
                 raise InvalidInput(str(exc)) from None
             raise Unavailable(f"adapter {model_id!r} cannot be served: {exc}") from None
         if not served_to(version, tenant):
-            raise ModelNotFound(f"no adapter {version.name!r}")
+            raise await self._unknown(model_id, version)
         try:
             base = await asyncio.to_thread(self.registry.store.manifest, version.base_model)
         except ModelNotFound:
@@ -147,6 +147,16 @@ class AdapterServing:
             pass
 
     # -- helpers -------------------------------------------------------------------------
+    async def _unknown(self, model_id: str, version: AdapterVersion) -> ModelNotFound:
+        """What a name nobody published answers (another tenant's adapter must look the same):
+        the model store's refusal for a plain name, the adapter store's for ``name@N``."""
+        if "@" not in model_id:
+            try:
+                await asyncio.to_thread(self.registry.store.manifest, model_id)
+            except ModelNotFound as exc:
+                return exc
+        return ModelNotFound(f"no version {version.version} of adapter {version.name!r}")
+
     def _verified_version(self, model_id: str) -> AdapterVersion:
         version = self.store.get(model_id)
         if version.reference not in self._verified:
