@@ -5,10 +5,11 @@ type over its whole range (floats with NaN and infinities, unknown enum numbers)
 bytes and repeated fields of bounded size, maps, oneofs (at most one member set), and nested
 messages down to ``max_depth`` (Struct / Value / ListValue nest without end otherwise). Each
 field is set about one time in three, so a message is mostly defaults with a few values, and
-``steer`` may give the strategy of scalar fields by name (a real model id, say) or of message
-fields by the message type's full name, and ``always``
-name fields that are always set, so that drawn requests also get past the first check (an
-unknown model, an empty text) and reach the models.
+``steer`` may give the strategy of scalar fields by name (a real model id, say) or by full name
+(``inference.ModelReadyRequest.name``: the full name wins, for a name that means different things
+in different messages), or of message fields by the message type's full name, and ``always``
+name fields (by name or full name) that are always set, so that drawn requests also get past the
+first check (an unknown model, an empty text) and reach the models.
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ def _messages(
     oneofs = [oneof for oneof in descriptor.oneofs if _is_real_oneof(oneof)]
 
     def value(field: pb_descriptor.FieldDescriptor) -> st.SearchStrategy[Any]:
-        steered = steer.get(field.name)
+        steered = steer.get(field.full_name, steer.get(field.name))
         return scalars(field, max_text) if steered is None else steered
+
+    def required(field: pb_descriptor.FieldDescriptor) -> bool:
+        return field.name in always or field.full_name in always
 
     def nested(field: pb_descriptor.FieldDescriptor) -> st.SearchStrategy[Message]:
         steered = steer.get(field.message_type.full_name)
@@ -129,7 +133,7 @@ def _messages(
         if is_message and max_depth <= 0:
             return
         if field.label == FD.LABEL_REPEATED:
-            count = draw(st.integers(1 if field.name in always else 0, max_items))
+            count = draw(st.integers(1 if required(field) else 0, max_items))
             if is_message and field.message_type.GetOptions().map_entry:
                 key_field = field.message_type.fields_by_name["key"]
                 value_field = field.message_type.fields_by_name["value"]
@@ -158,7 +162,7 @@ def _messages(
             if oneof is not None and oneof.name in chosen:
                 if chosen[oneof.name] is not field:
                     continue
-            elif field.name not in always and not draw(_SET):
+            elif not required(field) and not draw(_SET):
                 continue  # left unset: the server sees the default / no presence
             fill(draw, message, field)
         return message
