@@ -66,14 +66,13 @@ class AccessGate:
         if route is Probe.LIVENESS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", ()))
-        key = bearer_key(_text(headers.get(b"authorization"))) or _text(headers.get(b"x-api-key"))
+        key = _key(scope) if self.admission.keys is not None else None  # no keys: no header read
         with contextlib.ExitStack() as admitted:
             try:
                 tenant = self.admission.check(route, key)
                 admitted.enter_context(self.admission.admitted(tenant))
             except TaskgateError as exc:
-                rid = _text(headers.get(REQUEST_ID_HEADER.encode())) or new_request_id()
+                rid = _header(scope, REQUEST_ID_HEADER.encode()) or new_request_id()
                 response = error_response(exc, rid, self.bodies.body_for(path))
                 if isinstance(exc, Unauthenticated):
                     response.headers["www-authenticate"] = "Bearer"
@@ -82,5 +81,13 @@ class AccessGate:
             await self.app(scope, receive, send)
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _key(scope: Scope) -> str | None:
+    """The API key: ``Authorization: Bearer <key>``, else ``x-api-key``."""
+    return bearer_key(_header(scope, b"authorization")) or _header(scope, b"x-api-key")
