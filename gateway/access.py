@@ -92,10 +92,6 @@ class ApiKeys:
             raise ValueError("the API keys document holds no keys")
         self._entries = tuple(entries)
 
-    @property
-    def tenants(self) -> list[Tenant]:
-        return list({tenant.name: tenant for _, tenant in self._entries}.values())
-
     def authenticate(self, key: str) -> Tenant | None:
         """The tenant whose key this is (every stored digest is compared, in constant time)."""
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()

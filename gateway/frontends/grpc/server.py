@@ -2,7 +2,8 @@
 
 The doors: Caikit's NlpService (caikit_nlp) and InfoService, model management, ModelMesh's
 runtime SPI, KServe v2; when the gateway tunes, Caikit's training services and Taskgate's tuning
-service. A request guard checks sizes and parses before any servicer runs.
+service. An access gate (API keys, shutdown) admits each call, then a request guard checks
+sizes and parses before any servicer runs.
 """
 
 from __future__ import annotations
