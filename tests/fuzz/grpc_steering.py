@@ -13,10 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor as pb_descriptor
-from google.protobuf import struct_pb2
+from google.protobuf import message_factory, struct_pb2
+from google.protobuf.message import Message
 from hypothesis import strategies as st
+from kserve.protocol.grpc import grpc_predict_v2_pb2
 
 from tests.fuzz.conftest import (
+    ADAPTER,
     ADAPTER_NAMES,
     BASE_MODELS,
     DATASET,
@@ -45,6 +48,8 @@ def _document(text: str, extra: struct_pb2.Struct) -> struct_pb2.Struct:
 
 _MODEL_IDS = st.sampled_from([*MODEL_IDS, "no-such-model"]) | st.text(max_size=20)
 _TEXT = st.text(min_size=1, max_size=40) | st.text(max_size=40)
+_SOME_TEXT = st.text(min_size=1, max_size=40)
+_INFER_MODELS = (MINILM, CLASSIFIER, GENERATION_MODEL, ADAPTER)
 _ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
 _ANY_INT = st.integers(-(2**63), 2**63 - 1)
 _ADAPTERS = st.sampled_from(ADAPTER_NAMES) | st.text(max_size=20)
@@ -118,6 +123,31 @@ ALWAYS = frozenset(
     | {f"taskgate.tuning.CreateJobRequest.{name}" for name in ("name", "method", "train")}
     | {"taskgate.tuning.AdapterRequest.name", "taskgate.tuning.RollbackAdapterRequest.name"}
 )
+
+
+def request_messages(method: pb_descriptor.MethodDescriptor) -> st.SearchStrategy[Message]:
+    """Drawn messages of the method's request type; for generation and v2 inference, where a dozen
+    drawn fields (and rules between them) almost always leave one out of range, a quarter of them
+    is a plain request instead (texts and the model only) so that the models are reached too."""
+    drawn = messages(method.input_type, steer=STEER, always=ALWAYS)
+    if method.name in GENERATION:
+        request_class = message_factory.GetMessageClass(method.input_type)
+        plain = st.builds(lambda text: request_class(text=text), _SOME_TEXT)
+    elif method.full_name == "inference.GRPCInferenceService.ModelInfer":
+        plain = st.builds(
+            _plain_infer, st.sampled_from(_INFER_MODELS), st.lists(_SOME_TEXT, min_size=1, max_size=3)
+        )
+    else:
+        return drawn
+    return st.one_of(drawn, drawn, drawn, plain)
+
+
+def _plain_infer(model_name: str, texts: list[str]) -> Message:
+    request = grpc_predict_v2_pb2.ModelInferRequest(model_name=model_name)
+    name, texts = ("text_input", texts[:1]) if model_name == GENERATION_MODEL else ("text", texts)
+    tensor = request.inputs.add(name=name, datatype="BYTES", shape=[len(texts)])
+    tensor.contents.bytes_contents.extend(text.encode("utf-8") for text in texts)
+    return request
 
 
 def request_metadata(method: pb_descriptor.MethodDescriptor) -> st.SearchStrategy[tuple[str, str | None]]:

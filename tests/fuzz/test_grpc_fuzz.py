@@ -57,8 +57,7 @@ from tests.fuzz.conftest import (
     SEEDED_JOB,
     JobReaper,
 )
-from tests.fuzz.grpc_steering import ALWAYS, STEER, bounded, request_metadata
-from tests.fuzz.proto_strategies import messages
+from tests.fuzz.grpc_steering import bounded, request_messages, request_metadata
 from tests.wire_bytes import varint
 
 VALID_EXAMPLES = 80
@@ -235,7 +234,7 @@ def test_valid_messages_never_fail_internally(
     failures: list[str] = []
 
     @_settings(VALID_EXAMPLES)
-    @given(message=messages(method.input_type, steer=STEER, always=ALWAYS), meta=request_metadata(method))
+    @given(message=request_messages(method), meta=request_metadata(method))
     def send(message: Any, meta: tuple[str, str | None]) -> None:
         payload = bounded(method, message).SerializeToString()
         code, details = answer(channel, method, payload, _metadata(*meta), job_reaper)
