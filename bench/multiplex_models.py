@@ -88,8 +88,8 @@ def prepare(count: int) -> dict[str, int]:
 
 
 async def _load_each(ids: list[str]) -> None:
-    from gateway.registry import ModelRegistry
-    from gateway.store import ModelStore
+    from gateway.models.registry import ModelRegistry
+    from gateway.models.store import ModelStore
     from runtimes.base import ThreadSettings
 
     registry = ModelRegistry(ModelStore(STORE), ThreadSettings(intra_op_threads=1))

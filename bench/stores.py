@@ -42,7 +42,7 @@ def prepare_store(store: Path) -> Path:
             f"{store} is a user's model store: benchmarks rewrite manifests and change settings, "
             f"so each runs on a store of its own (by default under {STORES})"
         )
-    from gateway.defaults import write_default_manifests
+    from gateway.models.defaults import write_default_manifests
 
     write_default_manifests(store)
     return store

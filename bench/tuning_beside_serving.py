@@ -54,8 +54,8 @@ from bench.stores import prepare_store, store_path  # noqa: E402
 from bench.systems import process, wait_for_line  # noqa: E402
 from bench.tuning_beside_serving_report import Load, PublishLatency, SettingResult, write_report  # noqa: E402
 from bench.tuning_client import JobFeed, cancel, create_lora, upload, wait_status  # noqa: E402
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL as ENCODER  # noqa: E402
-from gateway.defaults import DEFAULT_GENERATION_MODEL as GENERATOR  # noqa: E402
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL as ENCODER  # noqa: E402
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as GENERATOR  # noqa: E402
 
 STORE = store_path("tuning_beside_serving")
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank."

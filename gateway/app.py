@@ -15,23 +15,23 @@ import uvicorn
 from adapters.jobs.manager import JobManager
 from adapters.jobs.store import JobStore
 from adapters.store import AdapterStore
-from gateway import tls
-from gateway.access import Admission
-from gateway.adapter_serving import AdapterServing
 from gateway.core import TaskService
 from gateway.frontends.grpc.server import start_grpc
 from gateway.frontends.http.app import create_app
-from gateway.loop_lag import watch_loop_lag
-from gateway.management import ModelManagement
-from gateway.memory import limit_arenas
 from gateway.metrics import Metrics
-from gateway.registry import ModelRegistry
+from gateway.models.management import ModelManagement
+from gateway.models.memory import limit_arenas
+from gateway.models.registry import ModelRegistry
+from gateway.models.single_model import install_single_model
+from gateway.models.store import ModelStore, prepare_store
+from gateway.models.store_watch import watch_store
+from gateway.ops import tls
+from gateway.ops.access import Admission
+from gateway.ops.loop_lag import watch_loop_lag
+from gateway.ops.shutdown import Drain
 from gateway.settings import Settings
-from gateway.shutdown import Drain
-from gateway.single_model import install_single_model
-from gateway.store import ModelStore, prepare_store
-from gateway.store_watch import watch_store
-from gateway.tuning import TuningService
+from gateway.tuning.service import TuningService
+from gateway.tuning.serving import AdapterServing
 from runtimes import export_worker
 
 log = logging.getLogger(__name__)

@@ -81,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "init-store":
-        from gateway.defaults import write_default_manifests
+        from gateway.models.defaults import write_default_manifests
 
         ids = write_default_manifests(config.model_store)
         print(f"model store {config.model_store}: {', '.join(ids)}")
         return 0
-    from gateway.single_model import SingleModelError
+    from gateway.models.single_model import SingleModelError
 
     try:
         asyncio.run(_serve(config))

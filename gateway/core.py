@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 
 from gateway import __version__
-from gateway.access import Tenant, TenantCounter, check_new_tokens
-from gateway.adapter_serving import AdapterServing, AdapterTarget
 from gateway.batcher import BatchSettings
 from gateway.encoding import EncoderBatchers, bucket, truncation
 from gateway.errors import (
@@ -37,7 +35,8 @@ from gateway.generation.params import GenerationParams
 from gateway.generation.results import GenerationOutput, StreamChunk
 from gateway.generation.service import GenerationService
 from gateway.metrics import Metrics
-from gateway.registry import LoadedModel, ModelRegistry
+from gateway.models.registry import LoadedModel, ModelRegistry
+from gateway.ops.access import Tenant, TenantCounter, check_new_tokens
 from gateway.results import (
     ClassificationOutput,
     EmbeddingOutput,
@@ -50,6 +49,7 @@ from gateway.results import (
 )
 from gateway.settings import RequestLimits
 from gateway.tasks import Task
+from gateway.tuning.serving import AdapterServing, AdapterTarget
 from runtimes.base import EncoderRuntime, ThreadSettings, TokenRow
 from runtimes.causal_lm import CausalLMRuntime
 

@@ -16,7 +16,7 @@ import numpy as np
 from gateway.batcher import BatchSettings, DynamicBatcher
 from gateway.errors import Unavailable
 from gateway.metrics import Metrics
-from gateway.registry import LoadedModel
+from gateway.models.registry import LoadedModel
 from runtimes.base import EncoderRuntime, RuntimeUnavailable, ThreadSettings, TokenRow, pad_rows
 
 LENGTH_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024)  # token-length buckets for batching

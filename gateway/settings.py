@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.access import ApiKeys
-from gateway.store import is_model_id
+from gateway.models.store import is_model_id
+from gateway.ops.access import ApiKeys
 from runtimes.base import ThreadSettings
 
 

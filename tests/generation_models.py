@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.defaults import package_folder
+from gateway.models.defaults import package_folder
 from runtimes.base import ThreadSettings
 from runtimes.torch_generation import TorchCausalLM
 from tests.models import CACHE

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL, package_folder, write_default_manifests
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, package_folder, write_default_manifests
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"

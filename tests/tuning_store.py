@@ -11,8 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL, write_default_manifests
-from gateway.store import ModelStore
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL, write_default_manifests
+from gateway.models.store import ModelStore
 from runtimes.gguf_convert import CONVERTED, TokenizerFixes, convert_cached
 from tests.models import CACHE
 

@@ -45,7 +45,7 @@ def reference() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
     from bench.stores import prepare_store, store_path
-    from gateway.store import ModelStore
+    from gateway.models.store import ModelStore
     from runtimes.base import ThreadSettings
     from runtimes.onnx_encoder import OnnxEncoder
 

@@ -57,8 +57,8 @@ from gateway.frontends.kserve_v2_tensors import (
     signature_for,
     typed_parameters,
 )
-from gateway.management import ModelManagement
-from gateway.store import ManifestError, ModelManifest
+from gateway.models.management import ModelManagement
+from gateway.models.store import ManifestError, ModelManifest
 from gateway.tasks import Task
 
 CLASSIFY_CONCURRENCY = 16  # rows of one request classified at once (they share batches)

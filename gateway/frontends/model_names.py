@@ -7,7 +7,7 @@ A name is ``name`` or ``name@N``. Resolution, in order:
    adapter (``name`` its current version) on the base model the catalog records for it;
 3. anything else is MODEL_NOT_FOUND (404).
 
-Store models win over adapters, as in the core (``gateway.adapter_serving``: tuning refuses an
+Store models win over adapters, as in the core (``gateway.tuning.serving``: tuning refuses an
 adapter name that is a model id). The core serves an adapter by its name (``served_id``) on the
 model it derives for it; this seam only decides whether a name exists and what it is.
 ``StoredAdapters`` is the catalog over the adapter store.
@@ -22,8 +22,8 @@ from typing import Protocol
 
 from adapters.store import AdapterStore, AdapterStoreError
 from gateway.errors import ModelNotFound
-from gateway.registry import ModelRegistry
-from gateway.store import is_model_id
+from gateway.models.registry import ModelRegistry
+from gateway.models.store import is_model_id
 
 _REFERENCE = re.compile(r"(?P<name>[^@]+)(?:@(?P<version>[1-9][0-9]{0,8}))?")
 _SHOWN_CHARS = 140

@@ -53,7 +53,7 @@ INLINE_ENCODE_CHARS = 2048  # shorter prompts are tokenized on the loop (faster 
 
 
 class ServedModel(Protocol):
-    """What the service needs of a registry entry (``gateway.registry.LoadedModel`` fits)."""
+    """What the service needs of a registry entry (``gateway.models.registry.LoadedModel`` fits)."""
 
     @property
     def model_id(self) -> str: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from gateway.store import ModelManifest
+from gateway.models.store import ModelManifest
 from gateway.tasks import Task
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"

@@ -6,7 +6,7 @@ from importlib import metadata
 from typing import Any
 
 from gateway import __version__
-from gateway.registry import ModelRegistry, ModelStatus
+from gateway.models.registry import ModelRegistry, ModelStatus
 
 _PACKAGES = ("taskgate", "onnxruntime", "transformers", "optimum", "tokenizers", "grpcio", "fastapi")
 

@@ -14,11 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from gateway.defaults import GENERATION_RUNTIME
 from gateway.errors import AlreadyExists, InvalidInput, ModelNotFound
-from gateway.model_settings import check_settings
-from gateway.registry import ModelRegistry, ModelStatus
-from gateway.store import MANIFEST, ManifestError, ModelManifest, is_within, validate_model_id
+from gateway.models.defaults import GENERATION_RUNTIME
+from gateway.models.model_settings import check_settings
+from gateway.models.registry import ModelRegistry, ModelStatus
+from gateway.models.store import MANIFEST, ManifestError, ModelManifest, is_within, validate_model_id
 from gateway.tasks import Task
 from runtimes.catalog import factory_for
 

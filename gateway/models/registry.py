@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidInput, ModelNotFound, TaskgateError, Unavailable
-from gateway.memory import SizeMeter, trim_heap
 from gateway.metrics import Metrics
-from gateway.model_settings import check_settings
+from gateway.models.memory import SizeMeter, trim_heap
+from gateway.models.model_settings import check_settings
+from gateway.models.store import ManifestError, ModelManifest, ModelStore, validate_model_id
 from gateway.settings import RegistrySettings
-from gateway.store import ManifestError, ModelManifest, ModelStore, validate_model_id
 from gateway.tasks import Task
 from runtimes.base import EncoderRuntime, Runtime, ThreadSettings
 from runtimes.catalog import factory_for

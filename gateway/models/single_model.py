@@ -31,10 +31,10 @@ import logging
 from pathlib import Path
 
 from gateway.errors import TaskgateError
-from gateway.management import infer_manifest
-from gateway.model_settings import check_settings
+from gateway.models.management import infer_manifest
+from gateway.models.model_settings import check_settings
+from gateway.models.store import MANIFEST, ManifestError, ModelManifest, ModelStore, is_within
 from gateway.settings import SingleModelSettings
-from gateway.store import MANIFEST, ManifestError, ModelManifest, ModelStore, is_within
 from runtimes.catalog import factory_for
 from runtimes.gguf_convert import CONVERTED
 from runtimes.onnx_export import FINGERPRINT

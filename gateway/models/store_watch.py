@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway.registry import ModelRegistry
-from gateway.store import MANIFEST
+from gateway.models.registry import ModelRegistry
+from gateway.models.store import MANIFEST
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InvalidInput, Overloaded, PermissionDenied, Unauthenticated, Unavailable
-from gateway.shutdown import Drain
+from gateway.ops.shutdown import Drain
 
 
 class Right(enum.Enum):

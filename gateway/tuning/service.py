@@ -25,11 +25,11 @@ from typing import Any
 from adapters.jobs.manager import Gate, JobManager, JobRequest, JobRequestError, QueueFull
 from adapters.jobs.store import JobEvent, JobNotFound, JobRecord
 from adapters.store import AdapterNotFound, AdapterStoreError, AdapterVersion, is_adapter_name
-from gateway.access import Tenant, current_tenant
-from gateway.adapter_serving import OWNER, PUBLIC, AdapterServing
 from gateway.errors import InvalidInput, ModelNotFound, Overloaded, PayloadTooLarge, PermissionDenied
+from gateway.models.store import ModelStore, is_within
+from gateway.ops.access import Tenant, current_tenant
 from gateway.settings import TuningSettings
-from gateway.store import ModelStore, is_within
+from gateway.tuning.serving import OWNER, PUBLIC, AdapterServing
 
 DATASETS = ".datasets"
 FILES = ".files"

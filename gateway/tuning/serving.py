@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.store import AdapterNotFound, AdapterStore, AdapterStoreError, AdapterVersion
-from gateway.access import Tenant
-from gateway.adapter_cache import AdapterCache
 from gateway.errors import InvalidInput, ModelNotFound, Unavailable
 from gateway.metrics import Metrics
-from gateway.registry import LoadedModel, ModelRegistry
-from gateway.store import ModelManifest
+from gateway.models.registry import LoadedModel, ModelRegistry
+from gateway.models.store import ModelManifest
+from gateway.ops.access import Tenant
 from gateway.tasks import Task
+from gateway.tuning.cache import AdapterCache
 from runtimes.causal_lm import CausalLMRuntime
 
 log = logging.getLogger(__name__)

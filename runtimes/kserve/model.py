@@ -32,8 +32,8 @@ def runtime_from_folder(
 ) -> Runtime[Any, Any]:
     """The (not yet loaded) runtime a model folder's manifest describes, as the registry builds it."""
     from gateway.errors import InvalidInput as BadSettings
-    from gateway.model_settings import check_settings
-    from gateway.store import MANIFEST, ManifestError, ModelManifest
+    from gateway.models.model_settings import check_settings
+    from gateway.models.store import MANIFEST, ManifestError, ModelManifest
     from runtimes.catalog import factory_for
 
     path = folder / MANIFEST

@@ -17,8 +17,8 @@ from adapters.base_models import (
     require_kind,
     resolve_base_model,
 )
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
-from gateway.store import ModelStore
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
+from gateway.models.store import ModelStore
 from runtimes.gguf_convert import CONVERTED
 from tests.models import CLASSIFIER, minilm_source
 

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.methods.loop import Progress
 from adapters.tune_cli import ProgressPrinter
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL
 from tests.adapters.tuning_data import topics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import torch
 
 from adapters.methods import TuningMethod
 from adapters.tuning import Progress, TuningCancelled, TuningSpec, check_spec, run_tuning
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
 from tests.adapters.tuning_data import FACTS, minilm_base, topics
 
 TRAIN, HELD_OUT = topics()

@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 from adapters.base_models import BaseModel, base_model_from_folder, base_model_from_manifest
-from gateway.defaults import DEFAULT_GENERATION_MODEL
-from gateway.store import ModelStore
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.store import ModelStore
 from tests.models import MINILM, minilm_source
 
 # Facts SmolLM2 cannot know; LoRA r=8 (q_proj, v_proj), learning_rate 5e-3, batch 3, 15 steps makes

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench.stores import prepare_store, user_stores
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
-from gateway.store import ModelStore
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
+from gateway.models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_STORE = ROOT / "model-store"

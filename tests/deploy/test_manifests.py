@@ -15,8 +15,8 @@ import yaml
 
 from adapters import tune_job
 from gateway import settings
-from gateway.model_settings import check_settings
-from gateway.store import ModelManifest
+from gateway.models.model_settings import check_settings
+from gateway.models.store import ModelManifest
 from runtimes.remote_v2 import RemoteOptions
 from tests.deploy import kube
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from gateway import settings
-from gateway.management import CLASSIFIER_TASKS, ENCODER_TASKS, GENERATION_TASKS
+from gateway.models.management import CLASSIFIER_TASKS, ENCODER_TASKS, GENERATION_TASKS
+from gateway.models.single_model import SingleModelError, install_single_model, single_model_manifest
+from gateway.models.store import ModelStore
 from gateway.settings import SingleModelSettings
-from gateway.single_model import SingleModelError, install_single_model, single_model_manifest
-from gateway.store import ModelStore
 from runtimes.onnx_export import FINGERPRINT, _expected, export_cached
 from tests.generation_models import smollm_gguf
 from tests.models import ROOT, minilm_source

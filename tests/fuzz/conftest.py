@@ -33,7 +33,7 @@ import pytest
 
 from adapters.jobs.store import JobState, JobStore
 from adapters.store import AdapterStore
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from gateway.settings import TuningSettings
 from gateway.wire import taskgate_tuning_pb2 as tuning_pb2
 from gateway.wire import taskgate_tuning_pb2_grpc as tuning_grpc

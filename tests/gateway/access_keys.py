@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.access import ApiKeys
+from gateway.ops.access import ApiKeys
 from gateway.settings import Settings
 from tests.conftest import GatewayThread, gateway_settings
 

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2_pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2_grpc
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL as SMOL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as SMOL
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from tests.conftest import GatewayThread

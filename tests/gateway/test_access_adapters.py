@@ -14,8 +14,8 @@ import openai
 import pytest
 from google.protobuf import struct_pb2
 
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL as MINILM
-from gateway.defaults import write_default_manifests
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL as MINILM
+from gateway.models.defaults import write_default_manifests
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from gateway.wire import taskgate_tuning_pb2 as pb

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.access import Right, TenantLimits
+from gateway.ops.access import Right, TenantLimits
 from gateway.settings import parse
 from tests.gateway.access_keys import KEYS, keys_document, sha256
 from tests.served import ROOT

@@ -16,7 +16,7 @@ from peft import LoraConfig, get_peft_model
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoModelForCausalLM
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from gateway.settings import RegistrySettings
 from runtimes.gguf_convert import CONVERTED
 from tests.conftest import GatewayThread, gateway_settings

@@ -18,7 +18,7 @@ from peft import LoraConfig, PeftModel, PromptTuningConfig, TaskType, get_peft_m
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from adapters.store import AdapterVersion
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
 from runtimes.gguf_convert import CONVERTED
 from tests.conftest import GatewayThread
 from tests.models import minilm_source

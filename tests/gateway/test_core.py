@@ -21,9 +21,9 @@ from gateway.errors import (
     TaskNotSupported,
     Unavailable,
 )
-from gateway.registry import ModelRegistry
+from gateway.models.registry import ModelRegistry
+from gateway.models.store import ModelStore
 from gateway.settings import RequestLimits
-from gateway.store import ModelStore
 from runtimes.base import ThreadSettings
 from tests.models import CLASSIFIER, CLASSIFIER_LABELS, MINILM, MISSING_SOURCE, SHORT_POSITIONS
 

@@ -22,8 +22,8 @@ def test_the_core_imports_no_transport() -> None:
     # the taxonomy, the core, the batcher, the registry and the generation engine know no protocol:
     # grpc and the web framework belong to gateway.frontends
     probe = (
-        "import sys, gateway.errors, gateway.core, gateway.batcher, gateway.registry, "
-        "gateway.generation.service, gateway.management; "
+        "import sys, gateway.errors, gateway.core, gateway.batcher, gateway.models.registry, "
+        "gateway.generation.service, gateway.models.management; "
         "print(sorted(m for m in ('grpc', 'fastapi', 'starlette', 'uvicorn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

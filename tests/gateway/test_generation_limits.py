@@ -11,7 +11,7 @@ import grpc
 import httpx
 import pytest
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL as SMOL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as SMOL
 from gateway.settings import RequestLimits, Settings
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc

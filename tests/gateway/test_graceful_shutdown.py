@@ -24,9 +24,9 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2_pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as v2_grpc
 
 from adapters.jobs.store import JobState, JobStore
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL as MINILM
-from gateway.defaults import DEFAULT_GENERATION_MODEL as SMOL
-from gateway.defaults import write_default_manifests
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL as MINILM
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as SMOL
+from gateway.models.defaults import write_default_manifests
 from gateway.wire import caikit_data_model_nlp_pb2 as nlp_data
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc

@@ -11,7 +11,7 @@ import time
 import httpx
 import openai
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from tests.adapters.tuning_data import FACTS
 from tests.conftest import GatewayThread
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from gateway.memory import MAX_RATIO, SizeMeter, limit_arenas, rss_bytes, trim_heap
+from gateway.models.memory import MAX_RATIO, SizeMeter, limit_arenas, rss_bytes, trim_heap
 
 MB = 1024 * 1024
 

@@ -12,10 +12,10 @@ import pytest
 
 from gateway.errors import ModelNotFound, Unavailable
 from gateway.metrics import Metrics
-from gateway.registry import ModelRegistry
+from gateway.models.registry import ModelRegistry
+from gateway.models.store import ModelStore
+from gateway.models.store_watch import watch_store
 from gateway.settings import RegistrySettings
-from gateway.store import ModelStore
-from gateway.store_watch import watch_store
 from runtimes.base import ThreadSettings
 from tests.models import CACHE, SOURCES, TINY_MODELS, _write_manifest, build_tiny_store
 

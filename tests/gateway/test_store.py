@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import InvalidInput, ModelNotFound
-from gateway.store import ManifestError, ModelManifest, ModelStore, validate_model_id
+from gateway.models.store import ManifestError, ModelManifest, ModelStore, validate_model_id
 from gateway.tasks import Task
 
 

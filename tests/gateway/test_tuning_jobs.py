@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from adapters.jobs.store import JobRecord, JobState
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL
 from gateway.errors import InvalidInput
-from gateway.tuning import DataRef, JobInput, TuningService
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL
+from gateway.tuning.service import DataRef, JobInput, TuningService
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from tests.conftest import GatewayThread, gateway_settings

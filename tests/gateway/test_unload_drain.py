@@ -17,7 +17,7 @@ import grpc
 import httpx
 import pytest
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from gateway.settings import RegistrySettings, ServerSettings, Settings
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc

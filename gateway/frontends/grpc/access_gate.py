@@ -1,6 +1,6 @@
 """The one place a gRPC call is admitted (the outermost interceptor, before ``RequestGuard``):
 probes, shutdown, API keys, rights and the tenant's in-flight limit, decided by
-``gateway.access.Admission``.
+``gateway.ops.access.Admission``.
 
 Methods by what they need:
 
@@ -27,10 +27,10 @@ from typing import Any
 
 import grpc
 
-from gateway.access import Admission, Probe, Right, Route, bearer_key
 from gateway.errors import TaskgateError
 from gateway.frontends.grpc.common import Context, metadata
 from gateway.frontends.grpc.guard import Continuation, refuse
+from gateway.ops.access import Admission, Probe, Right, Route, bearer_key
 
 MAX_CACHED = 1024
 _KSERVE = "/inference.GRPCInferenceService/"

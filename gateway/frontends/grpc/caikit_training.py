@@ -26,7 +26,7 @@ from adapters.jobs.store import JobRecord
 from gateway.core import RequestContext
 from gateway.errors import InvalidInput, PayloadTooLarge, TaskgateError
 from gateway.frontends.grpc.common import rpc
-from gateway.tuning import DataRef, JobInput, TuningService
+from gateway.tuning.service import DataRef, JobInput, TuningService
 from gateway.wire import caikit_data_model_common_training_pb2 as common_pb2
 from gateway.wire import caikit_data_model_runtime_training_pb2 as runtime_pb2
 from gateway.wire import caikit_runtime_nlp_training_pb2_grpc as train_grpc

@@ -10,10 +10,10 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from gateway.access import current_tenant
 from gateway.core import RequestContext
 from gateway.errors import TaskgateError, internal, new_request_id
 from gateway.frontends.wire_codes import wire_code
+from gateway.ops.access import current_tenant
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """gRPC management frontends: Caikit's ModelManagement, our ModelControl, ModelMesh's
-mmesh.ModelRuntime SPI. Thin: convert, call gateway.management, convert back."""
+mmesh.ModelRuntime SPI. Thin: convert, call gateway.models.management, convert back."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from gateway import __version__
 from gateway.core import RequestContext, TaskService
 from gateway.frontends.grpc.common import rpc
-from gateway.info import model_info
-from gateway.management import ModelFile, ModelManagement
-from gateway.registry import ModelStatus
+from gateway.models.info import model_info
+from gateway.models.management import ModelFile, ModelManagement
+from gateway.models.registry import ModelStatus
 from gateway.wire import caikit_data_model_common_runtime_pb2 as info_pb2
 from gateway.wire import caikit_data_model_runtime_models_pb2 as caikit_models_pb2
 from gateway.wire import caikit_runtime_models_pb2_grpc as caikit_models_grpc

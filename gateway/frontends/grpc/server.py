@@ -15,8 +15,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway import tls
-from gateway.access import Admission
 from gateway.core import TaskService
 from gateway.frontends.grpc.access_gate import AccessGate
 from gateway.frontends.grpc.caikit_nlp import NlpServicer
@@ -31,10 +29,12 @@ from gateway.frontends.grpc.management import (
 )
 from gateway.frontends.grpc.tuning import TuningServicer
 from gateway.frontends.kserve_v2 import KServeV2Service
-from gateway.info import models_info, runtime_info
-from gateway.management import ModelManagement
+from gateway.models.info import models_info, runtime_info
+from gateway.models.management import ModelManagement
+from gateway.ops import tls
+from gateway.ops.access import Admission
 from gateway.settings import RegistrySettings, ServerSettings
-from gateway.tuning import TuningService
+from gateway.tuning.service import TuningService
 from gateway.wire import caikit_data_model_common_runtime_pb2 as runtime_pb2
 from gateway.wire import caikit_runtime_info_pb2, caikit_runtime_info_pb2_grpc
 from gateway.wire import caikit_runtime_models_pb2 as caikit_models_pb2

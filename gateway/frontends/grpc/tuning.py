@@ -16,7 +16,7 @@ from adapters.store import AdapterVersion
 from gateway.core import RequestContext
 from gateway.errors import InvalidInput, ModelNotFound, PayloadTooLarge, TaskgateError, internal
 from gateway.frontends.grpc.common import Context, abort, request_context, rpc
-from gateway.tuning import DataRef, JobInput, TuningService
+from gateway.tuning.service import DataRef, JobInput, TuningService
 from gateway.wire import taskgate_tuning_pb2 as pb
 from gateway.wire import taskgate_tuning_pb2_grpc as tuning_grpc
 

@@ -1,5 +1,5 @@
 """The one place an HTTP request is admitted (ASGI middleware, outermost): probes, shutdown,
-API keys, rights and the tenant's in-flight limit, decided by ``gateway.access.Admission``.
+API keys, rights and the tenant's in-flight limit, decided by ``gateway.ops.access.Admission``.
 
 Routes by what they need (the longest rule first):
 
@@ -23,10 +23,10 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.access import Admission, Probe, Right, Route, bearer_key
 from gateway.errors import TaskgateError, Unauthenticated, new_request_id
 from gateway.frontends.http.common import REQUEST_ID_HEADER
 from gateway.frontends.http.errors import ErrorBodies, error_response
+from gateway.ops.access import Admission, Probe, Right, Route, bearer_key
 
 LIVENESS_PATHS = frozenset({"/health", "/v2/health/live", "/metrics"})
 _READINESS = re.compile(r"/v2/health/ready|/v2/models/[^/]+(/versions/[^/]+)?/ready")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.store import AdapterVersion
 from gateway.errors import ModelNotFound
 from gateway.frontends.http.common import Json
-from gateway.tuning import TuningService
+from gateway.tuning.service import TuningService
 
 
 class RollbackRequest(BaseModel):

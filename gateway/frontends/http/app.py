@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.access import Admission
 from gateway.core import TaskService
 from gateway.errors import InvalidInput, TaskgateError, internal
 from gateway.frontends.http.access_gate import AccessGate
@@ -31,10 +30,11 @@ from gateway.frontends.http.openai.errors import openai_error_body
 from gateway.frontends.http.openai.tuning import install_openai_tuning
 from gateway.frontends.http.openapi import install_caikit_openapi
 from gateway.frontends.kserve_v2 import KServeV2Service
-from gateway.info import models_info, runtime_info
-from gateway.management import ModelManagement
+from gateway.models.info import models_info, runtime_info
+from gateway.models.management import ModelManagement
+from gateway.ops.access import Admission
 from gateway.settings import ServerSettings
-from gateway.tuning import TuningService
+from gateway.tuning.service import TuningService
 
 log = logging.getLogger(__name__)
 

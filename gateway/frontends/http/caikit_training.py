@@ -26,7 +26,7 @@ from adapters.jobs.store import JobRecord
 from gateway.errors import InvalidInput
 from gateway.frontends.grpc.caikit_training import cancel_training, submit_training
 from gateway.frontends.http.common import Json, deadline
-from gateway.tuning import TuningService
+from gateway.tuning.service import TuningService
 from gateway.wire import caikit_runtime_nlp_training_pb2 as train_pb2
 
 TRAIN_ROUTE = "/api/v1/TextGenerationTaskPeftPromptTuningTrain"

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from gateway.access import current_tenant
 from gateway.core import RequestContext
 from gateway.errors import Cancelled, InvalidInput, new_request_id
+from gateway.ops.access import current_tenant
 
 REQUEST_ID_HEADER = "x-request-id"
 TIMEOUT_HEADER = "x-request-timeout-ms"  # the HTTP counterpart of a gRPC deadline

@@ -1,5 +1,5 @@
 """REST management routes: Caikit's deploy / undeploy, our list / status / load / unload /
-pin / batching. Thin: parse, call gateway.management or the core, convert."""
+pin / batching. Thin: parse, call gateway.models.management or the core, convert."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from gateway.core import TaskService
 from gateway.errors import InvalidInput
 from gateway.frontends.http import schemas
-from gateway.info import model_info
-from gateway.management import ModelFile, ModelManagement
-from gateway.registry import ModelStatus
+from gateway.models.info import model_info
+from gateway.models.management import ModelFile, ModelManagement
+from gateway.models.registry import ModelStatus
 
 Json = dict[str, Any]
 

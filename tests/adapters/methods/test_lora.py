@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from adapters.tuning import Progress, TuningSpec, run_tuning
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from tests.adapters.tuning_data import FACTS, smollm_base
 
 # measured: greedy decoding reproduces all three facts from step 8 on (seeds 42, 7, 1)

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL as SMOL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as SMOL
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from tests.conftest import GatewayThread

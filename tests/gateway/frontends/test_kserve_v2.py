@@ -18,7 +18,7 @@ from kserve.protocol.infer_type import RequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from gateway import __version__
-from gateway.defaults import DEFAULT_GENERATION_MODEL as SMOL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as SMOL
 from tests.conftest import GatewayThread
 from tests.gateway.test_batching import metric
 from tests.models import CLASSIFIER, CLASSIFIER_LABELS, MINILM

@@ -14,7 +14,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from runtimes.gguf_convert import CONVERTED
 from tests.conftest import GatewayThread
 from tests.tuning_data import chat_prompt

@@ -22,7 +22,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from kserve.protocol.infer_type import RequestedOutput, serialize_byte_tensor
 
 from gateway import __version__
-from gateway.defaults import DEFAULT_GENERATION_MODEL as SMOL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL as SMOL
 from tests.conftest import GatewayThread
 from tests.gateway.frontends.test_kserve_v2 import TEXTS, caikit_vectors
 from tests.models import CLASSIFIER, CLASSIFIER_LABELS, MINILM, ROOT

@@ -35,8 +35,8 @@ from gateway.frontends.http.openai.schemas import (
 from gateway.frontends.http.openai.stream import StreamShape, close_all, events, run_all
 from gateway.frontends.model_names import ModelNameResolver, StoredAdapters
 from gateway.generation.params import GenerationParams
-from gateway.registry import ModelStatus
-from gateway.store import MANIFEST
+from gateway.models.registry import ModelStatus
+from gateway.models.store import MANIFEST
 
 Jobs = list[tuple[str, GenerationParams]]  # (prompt, params) per choice, in choice order
 

@@ -48,7 +48,7 @@ from gateway.frontends.http.errors import ErrorBodies
 from gateway.frontends.http.openai import tuning_convert as convert
 from gateway.frontends.http.openai.errors import OpenAIParamError, openai_error_body
 from gateway.frontends.http.openai.tuning_schemas import parse_job_request, prepare_job
-from gateway.tuning import TuningService
+from gateway.tuning.service import TuningService
 
 FILE_PURPOSE = "fine-tune"
 HEARTBEAT_S = 15.0

@@ -16,7 +16,7 @@ from typing import Any
 
 from adapters.jobs.store import JobEvent, JobRecord, JobState
 from gateway.frontends.http.common import Json
-from gateway.tuning import UploadedFile
+from gateway.tuning.service import UploadedFile
 
 ORGANIZATION = "taskgate"
 STATUS = {

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import TaskgateError
 from gateway.frontends.http.openai.errors import OpenAIParamError, unsupported
-from gateway.store import is_model_id
-from gateway.tuning import DataRef, JobInput
+from gateway.models.store import is_model_id
+from gateway.tuning.service import DataRef, JobInput
 
 SUPERVISED = "supervised"
 TASKGATE_METHODS = ("prompt_tuning", "multitask_prompt_tuning", "lora", "classifier")

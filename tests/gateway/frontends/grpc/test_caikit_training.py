@@ -19,7 +19,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from gateway.wire import caikit_data_model_caikit_nlp_training_pb2 as caikit_nlp_pb2
 from gateway.wire import caikit_data_model_common_training_pb2 as common_pb2
 from gateway.wire import caikit_data_model_runtime_training_pb2 as runtime_pb2

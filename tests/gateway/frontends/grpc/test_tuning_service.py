@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL
 from gateway.wire import caikit_runtime_nlp_pb2 as nlp_pb2
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from gateway.wire import taskgate_tuning_pb2 as pb

@@ -16,7 +16,7 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSequenceClassification
 
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL
 from tests.conftest import GatewayThread
 from tests.models import minilm_source
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
 from tests.conftest import GatewayThread
 from tests.tuning_data import FACTS, chat_prompt, fact_records
 

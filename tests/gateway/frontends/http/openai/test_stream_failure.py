@@ -14,9 +14,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.defaults import DEFAULT_GENERATION_MODEL
+from gateway.models.store import MANIFEST
 from gateway.settings import RegistrySettings, Settings
-from gateway.store import MANIFEST
 from tests.conftest import GatewayThread, gateway_settings
 
 SMOL = DEFAULT_GENERATION_MODEL

@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
-from gateway.tuning import MAX_FILE_BYTES
+from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL
+from gateway.tuning.service import MAX_FILE_BYTES
 from tests.conftest import MAX_REQUEST_BYTES, GatewayThread
 from tests.tuning_data import topic_records
 
