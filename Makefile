@@ -49,5 +49,6 @@ bench: install
 	$(BIN)/python bench/encoder_throughput.py --repeats 3
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/multiplex.py
+	$(BIN)/python bench/doors.py
 	$(BIN)/python bench/adapters_mixed.py
 	$(BIN)/python bench/tuning_beside_serving.py
