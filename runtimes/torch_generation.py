@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ class TorchCausalLM(CausalLMBase[_Cache]):
         self._model: Any = None
         self._loras: LoraBank | None = None
         self._prompts: dict[str, torch.Tensor] = {}  # prompt adapter -> [virtual tokens, hidden]
+        self.adapter_mix: Counter[int] = Counter()  # forward passes by distinct adapters in them
         self._lock = threading.Lock()
 
     # -- the engine ----------------------------------------------------------------------
@@ -156,6 +158,8 @@ class TorchCausalLM(CausalLMBase[_Cache]):
                 kwargs["input_ids"] = ids
             if self._loras is not None:
                 self._loras.select(inputs.adapters, len(ids))
+            # how mixed each forward pass is: distinct adapters among its rows (None, the base, counts)
+            self.adapter_mix[len(set(inputs.adapters or (None,)))] += 1
             out = self._model(**kwargs)
         layers = out.past_key_values.layers
         keys, values = [layer.keys for layer in layers], [layer.values for layer in layers]
