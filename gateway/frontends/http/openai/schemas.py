@@ -118,10 +118,15 @@ def parse_request(model: type[RequestT], raw: bytes) -> RequestT:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise _param_error(exc) from None
+        raise param_error(exc, _FIELDS, UNSUPPORTED_PARAMETERS) from None
 
 
-def _param_error(exc: ValidationError) -> OpenAIParamError:
+def param_error(
+    exc: ValidationError, fields: frozenset[str], unsupported: frozenset[str] = frozenset()
+) -> OpenAIParamError:
+    """A pydantic refusal as OpenAI's 400, naming the field (``fields``: the request's field
+    names, so union tags in error locations are dropped; ``unsupported``: known OpenAI
+    parameters this server refuses)."""
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
     if first["type"] == "json_invalid":
@@ -129,8 +134,8 @@ def _param_error(exc: ValidationError) -> OpenAIParamError:
     if first["type"] == "model_type" and not first["loc"]:
         return OpenAIParamError("the request body must be a JSON object", param=None)
     if first["type"] == "extra_forbidden":
-        name = _param(first["loc"], keep_last=True)
-        if len(first["loc"]) == 1 and name in UNSUPPORTED_PARAMETERS:
+        name = _param(first["loc"], fields, keep_last=True)
+        if len(first["loc"]) == 1 and name in unsupported:
             return OpenAIParamError(
                 f"the parameter {name!r} is not supported by this server",
                 param=name,
@@ -144,19 +149,19 @@ def _param_error(exc: ValidationError) -> OpenAIParamError:
     # a union reports one error per alternative: say them once per field
     by_param: dict[str, list[str]] = {}
     for error in errors:
-        by_param.setdefault(_param(error["loc"]), []).append(error["msg"])
+        by_param.setdefault(_param(error["loc"], fields), []).append(error["msg"])
     shown = list(by_param.items())[:_MAX_ERRORS_SHOWN]
     message = "; ".join(f"{param}: {' or '.join(dict.fromkeys(msgs))}" for param, msgs in shown)
     code = "missing_required_parameter" if first["type"] == "missing" else "invalid_type"
     return OpenAIParamError(f"invalid request: {message}", param=shown[0][0] or None, code=code)
 
 
-def _param(loc: tuple[int | str, ...], keep_last: bool = False) -> str:
+def _param(loc: tuple[int | str, ...], fields: frozenset[str], keep_last: bool = False) -> str:
     """``("messages", 0, "content", "str")`` -> ``messages[0].content`` (union tags dropped)."""
     out = ""
     for index, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _FIELDS or (keep_last and index == len(loc) - 1):
+        elif part in fields or (keep_last and index == len(loc) - 1):
             out += f".{part}" if out else part
     return out

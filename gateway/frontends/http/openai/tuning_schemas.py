@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import TaskgateError
 from gateway.frontends.http.openai.errors import OpenAIParamError, unsupported
+from gateway.frontends.http.openai.schemas import param_error
 from gateway.models.store import is_model_id
 from gateway.tuning.service import DataRef, JobInput
 
@@ -38,7 +39,6 @@ SUPERVISED = "supervised"
 TASKGATE_METHODS = ("prompt_tuning", "multitask_prompt_tuning", "lora", "classifier")
 OPENAI_ONLY_METHODS = ("dpo", "reinforcement")
 METHOD_TYPES = (*TASKGATE_METHODS, SUPERVISED)
-_ERRORS_SHOWN = 3
 
 
 class _Strict(BaseModel):
@@ -97,41 +97,7 @@ def parse_job_request(raw: bytes) -> JobCreateRequest:
     try:
         return JobCreateRequest.model_validate_json(raw)
     except ValidationError as exc:
-        raise _param_error(exc) from None
-
-
-def _param_error(exc: ValidationError) -> OpenAIParamError:
-    errors = exc.errors(include_url=False, include_input=False)
-    first = errors[0]
-    if first["type"] == "json_invalid":
-        return OpenAIParamError(f"the request body is not valid JSON: {first['msg']}", param=None)
-    if first["type"] == "model_type" and not first["loc"]:
-        return OpenAIParamError("the request body must be a JSON object", param=None)
-    if first["type"] == "extra_forbidden":
-        name = _param(first["loc"], keep_last=True)
-        return OpenAIParamError(
-            f"Unrecognized request argument supplied: {name}",
-            param=name,
-            code="unrecognized_request_argument",
-        )
-    by_param: dict[str, list[str]] = {}
-    for error in errors:  # a union reports one error per alternative: say them once per field
-        by_param.setdefault(_param(error["loc"]), []).append(error["msg"])
-    shown = list(by_param.items())[:_ERRORS_SHOWN]
-    message = "; ".join(f"{param}: {' or '.join(dict.fromkeys(msgs))}" for param, msgs in shown)
-    code = "missing_required_parameter" if first["type"] == "missing" else "invalid_type"
-    return OpenAIParamError(f"invalid request: {message}", param=shown[0][0] or None, code=code)
-
-
-def _param(loc: tuple[int | str, ...], keep_last: bool = False) -> str:
-    """``("training_data", 0)`` -> ``training_data[0]``; union tags (``int``, ...) dropped."""
-    out = ""
-    for index, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _FIELDS or (keep_last and index == len(loc) - 1):
-            out += f".{part}" if out else part
-    return out
+        raise param_error(exc, _FIELDS) from None
 
 
 class PreparedJob:
