@@ -26,14 +26,20 @@ restarts). ``settings`` (``--model-settings``, JSON) add runtime settings to the
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 from gateway.errors import TaskgateError
 from gateway.models.management import infer_manifest
 from gateway.models.model_settings import check_settings
-from gateway.models.store import MANIFEST, ManifestError, ModelManifest, ModelStore, is_within
+from gateway.models.store import (
+    MANIFEST,
+    ManifestError,
+    ModelManifest,
+    ModelStore,
+    is_within,
+    read_manifest_data,
+)
 from gateway.settings import SingleModelSettings
 from runtimes.catalog import factory_for
 from runtimes.gguf_convert import CONVERTED
@@ -102,11 +108,9 @@ def single_model_manifest(store: ModelStore, model: SingleModelSettings) -> Mode
 def _from_taskgate_folder(source: Path, folder: Path, name: str) -> ModelManifest:
     path = source / MANIFEST
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SingleModelError(f"{path}: cannot read manifest: {exc}") from None
-    if not isinstance(data, dict):
-        raise SingleModelError(f"{path}: manifest must be a JSON object")
+        data = read_manifest_data(source)
+    except ManifestError as exc:
+        raise SingleModelError(str(exc)) from None
     data.pop("id", None)  # the InferenceService names the model
     try:
         manifest = ModelManifest.parse(data, source, name)

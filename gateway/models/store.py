@@ -59,6 +59,18 @@ def is_within(path: Path, root: Path) -> bool:
     return resolved == base or base in resolved.parents
 
 
+def read_manifest_data(folder: Path) -> dict[str, Any]:
+    """The JSON object of a folder's manifest (ManifestError when it is unreadable or not one)."""
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: manifest must be a JSON object")
+    return data
+
+
 @dataclass(frozen=True)
 class ModelManifest:
     model_id: str
@@ -70,14 +82,7 @@ class ModelManifest:
 
     @classmethod
     def read(cls, folder: Path) -> ModelManifest:
-        path = folder / MANIFEST
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ManifestError(f"{path}: manifest must be a JSON object")
-        return cls.parse(data, folder, folder.name)
+        return cls.parse(read_manifest_data(folder), folder, folder.name)
 
     @classmethod
     def parse(cls, data: dict[str, Any], folder: Path, model_id: str) -> ModelManifest:

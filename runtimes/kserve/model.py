@@ -10,7 +10,6 @@ its own, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,16 +32,11 @@ def runtime_from_folder(
     """The (not yet loaded) runtime a model folder's manifest describes, as the registry builds it."""
     from gateway.errors import InvalidInput as BadSettings
     from gateway.models.model_settings import check_settings
-    from gateway.models.store import MANIFEST, ManifestError, ModelManifest
+    from gateway.models.store import MANIFEST, ManifestError, ModelManifest, read_manifest_data
     from runtimes.catalog import factory_for
 
     path = folder / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path}: manifest must be a JSON object")
+    data = read_manifest_data(folder)
     # KServe mounts the folder as /mnt/models: the manifest's own id names it, not the folder
     given = data.get("id")
     model_id = given if isinstance(given, str) else name
