@@ -264,6 +264,9 @@ class ModelRegistry:
     def loaded_ids(self) -> set[str]:
         return set(self._loaded)
 
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._loaded
+
     @property
     def loaded_bytes(self) -> int:
         return sum(model.size_bytes for model in self._loaded.values())

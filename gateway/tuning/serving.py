@@ -92,6 +92,8 @@ class AdapterServing:
         """Whether a request's model id should be looked up as an adapter."""
         if "@" in model_id:
             return True
+        if self.registry.is_loaded(model_id):  # a loaded store model: no file look-up per request
+            return False
         return not self.registry.store.exists(model_id) and self.store.exists(model_id)
 
     async def resolve(self, model_id: str, tenant: Tenant | None = None) -> AdapterTarget:
