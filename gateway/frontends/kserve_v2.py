@@ -59,6 +59,7 @@ from gateway.frontends.kserve_v2_tensors import (
 )
 from gateway.models.management import ModelManagement
 from gateway.models.store import ManifestError, ModelManifest
+from gateway.ops.access import current_tenant
 from gateway.tasks import Task
 
 CLASSIFY_CONCURRENCY = 16  # rows of one request classified at once (they share batches)
@@ -82,7 +83,8 @@ class KServeV2Service:
     async def model_names(self) -> list[str]:
         models = await asyncio.to_thread(self._core.registry.store.model_ids)
         adapters = self._core.adapters
-        names = await asyncio.to_thread(adapters.store.names) if adapters is not None else []
+        tenant = current_tenant()
+        names = await asyncio.to_thread(adapters.visible_names, tenant) if adapters is not None else []
         return models + [name for name in names if name not in models]
 
     async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
@@ -194,7 +196,7 @@ class KServeV2Service:
         if version and (not version.isdigit() or len(version) > 9):
             raise ModelNotFound(f"adapter {name!r} has no version {version!r}")
         reference = f"{name}@{int(version)}" if version else name
-        target = await adapters.resolve(reference)
+        target = await adapters.resolve(reference, current_tenant())
         published = await asyncio.to_thread(adapters.store.versions, name)
         return (
             target.tasks,

@@ -24,6 +24,8 @@ from adapters.store import AdapterStore, AdapterStoreError
 from gateway.errors import ModelNotFound
 from gateway.models.registry import ModelRegistry
 from gateway.models.store import is_model_id
+from gateway.ops.access import Tenant, current_tenant
+from gateway.tuning.serving import served_to
 
 _REFERENCE = re.compile(r"(?P<name>[^@]+)(?:@(?P<version>[1-9][0-9]{0,8}))?")
 _SHOWN_CHARS = 140
@@ -50,12 +52,13 @@ class ResolvedModel:
 class AdapterCatalog(Protocol):
     """What the resolver needs of the adapter store (reads files: called in a thread)."""
 
-    def lookup(self, name: str) -> AdapterInfo | None:
-        """Adapter ``name`` / ``name@N``; None when there is no such adapter or version."""
+    def lookup(self, name: str, tenant: Tenant | None) -> AdapterInfo | None:
+        """Adapter ``name`` / ``name@N``; None when there is no such adapter or version, or
+        ``tenant`` may not use it (another tenant's private adapter looks absent)."""
         ...
 
-    def current(self) -> list[AdapterInfo]:
-        """Every adapter under its bare name (its current version)."""
+    def current(self, tenant: Tenant | None) -> list[AdapterInfo]:
+        """Every adapter ``tenant`` may use, under its bare name (its current version)."""
         ...
 
 
@@ -65,15 +68,17 @@ class StoredAdapters:
     def __init__(self, store: AdapterStore) -> None:
         self._store = store
 
-    def lookup(self, name: str) -> AdapterInfo | None:
+    def lookup(self, name: str, tenant: Tenant | None) -> AdapterInfo | None:
         try:
             version = self._store.get(name)
         except AdapterStoreError:  # none, no such version, or unreadable: not servable by name
             return None
+        if not served_to(version, tenant):
+            return None
         return AdapterInfo(name, version.base_model, version.created)
 
-    def current(self) -> list[AdapterInfo]:
-        found = (self.lookup(name) for name in self._store.names())
+    def current(self, tenant: Tenant | None) -> list[AdapterInfo]:
+        found = (self.lookup(name, tenant) for name in self._store.names())
         return [info for info in found if info is not None]
 
 
@@ -89,7 +94,7 @@ class ModelNameResolver:
         if match["version"] is None and await self._is_base_model(name):
             return ResolvedModel(name)
         if self._adapters is not None:
-            info = await asyncio.to_thread(self._adapters.lookup, name)
+            info = await asyncio.to_thread(self._adapters.lookup, name, current_tenant())
             if info is not None:
                 return ResolvedModel(info.base_model_id, info)
         if match["version"] is not None:
@@ -99,10 +104,11 @@ class ModelNameResolver:
         raise ModelNotFound(f"the model {_shown(name)} does not exist")
 
     async def adapters(self) -> list[AdapterInfo]:
-        """Every tuned adapter by its bare name (none when no catalog is plugged in)."""
+        """Every tuned adapter the caller's tenant may use, by its bare name (none when no catalog
+        is plugged in)."""
         if self._adapters is None:
             return []
-        return await asyncio.to_thread(self._adapters.current)
+        return await asyncio.to_thread(self._adapters.current, current_tenant())
 
     async def _is_base_model(self, model_id: str) -> bool:
         if model_id in self._registry.loaded_ids():

@@ -96,6 +96,19 @@ class AdapterServing:
             return False
         return not self.registry.store.exists(model_id) and self.store.exists(model_id)
 
+    def visible_names(self, tenant: Tenant | None) -> list[str]:
+        """The adapters whose current version ``tenant`` may use (reads files: call in a thread);
+        another tenant's private adapter is left out of listings as it is NOT_FOUND when named."""
+        names = []
+        for name in self.store.names():
+            try:
+                version = self.store.get(name)
+            except AdapterStoreError:  # unreadable or half-published: not servable by name
+                continue
+            if served_to(version, tenant):
+                names.append(name)
+        return names
+
     async def resolve(self, model_id: str, tenant: Tenant | None = None) -> AdapterTarget:
         """The adapter a model id names, with its serving model registered (NOT_FOUND if none).
         With ``tenant`` (the caller), a version another tenant published privately is NOT_FOUND,

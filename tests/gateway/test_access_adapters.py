@@ -177,3 +177,24 @@ def test_jobs_and_adapter_names_belong_to_their_tenant(
     assert taken.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "belongs to another tenant" in (taken.value.details() or "")
     assert listed("gamma") == set()  # no job was made
+
+
+def test_listings_show_a_tenant_only_the_adapters_it_may_use(
+    published: dict[str, str], http: httpx.Client
+) -> None:
+    """OpenAI's /v1/models and v2's /v2/models list another tenant's private adapter no more than
+    they serve it; its card and v2 metadata are 404 to others, as for a name nobody published."""
+    for tenant, sees_private in (("acme", True), ("beta", False), ("ops", False)):
+        cards = http.get("/v1/models", headers=bearer(tenant))
+        assert cards.status_code == 200, cards.text
+        openai_ids = {card["id"] for card in cards.json()["data"]}
+        v2 = http.get("/v2/models", headers=bearer(tenant))
+        assert v2.status_code == 200, v2.text
+        v2_names = set(v2.json()["models"])
+        for listed in (openai_ids, v2_names):
+            assert MINILM in listed and PUBLIC in listed, (tenant, listed)
+            assert (PRIVATE in listed) is sees_private, (tenant, listed)
+        expected = 200 if sees_private else 404
+        assert http.get(f"/v1/models/{PRIVATE}", headers=bearer(tenant)).status_code == expected
+        for path in (f"/v2/models/{PRIVATE}", f"/v2/models/{PRIVATE}/versions/1"):
+            assert http.get(path, headers=bearer(tenant)).status_code == expected, (tenant, path)
