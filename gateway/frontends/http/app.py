@@ -29,6 +29,7 @@ from gateway.frontends.http.openai.api import openai_router
 from gateway.frontends.http.openai.errors import openai_error_body
 from gateway.frontends.http.openai.tuning import install_openai_tuning
 from gateway.frontends.http.openapi import install_caikit_openapi
+from gateway.frontends.http.task_fast_path import TaskFastPath
 from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.models.info import models_info, runtime_info
 from gateway.models.management import ModelManagement
@@ -54,6 +55,7 @@ def create_app(
         description="Task-level text APIs (Caikit-compatible routes).",
     )
     bodies = ErrorBodies()
+    app.add_middleware(TaskFastPath, core=core, bodies=bodies)  # innermost: the gates see its routes
     app.add_middleware(
         BodyLimit, limit=settings.max_request_bytes, deploy_limit=settings.max_deploy_bytes, bodies=bodies
     )

@@ -24,68 +24,31 @@ def caikit_task_router(core: TaskService) -> APIRouter:
 
     @router.post("/api/v1/task/embedding")
     async def embedding(body: schemas.EmbeddingRequest, request: Request) -> Json:
-        p = body.parameters
-        work = core.embed(request_context(request), body.model_id, [body.inputs], p.truncate_input_tokens)
-        return convert.embedding(await until_disconnect(request, work))
+        return await embed_one(core, body, request)
 
     @router.post("/api/v1/task/embedding-tasks")
     async def embedding_tasks(body: schemas.EmbeddingTasksRequest, request: Request) -> Json:
-        p = body.parameters
-        work = core.embed(request_context(request), body.model_id, body.inputs, p.truncate_input_tokens)
-        return convert.embeddings(await until_disconnect(request, work))
+        return await embed_many(core, body, request)
 
     @router.post("/api/v1/task/sentence-similarity")
     async def sentence_similarity(body: schemas.SimilarityRequest, request: Request) -> Json:
-        i, p = body.inputs, body.parameters
-        work = core.similarity(
-            request_context(request), body.model_id, [i.source_sentence], i.sentences, p.truncate_input_tokens
-        )
-        return convert.similarity(await until_disconnect(request, work))
+        return await similarity_one(core, body, request)
 
     @router.post("/api/v1/task/sentence-similarity-tasks")
     async def sentence_similarity_tasks(body: schemas.SimilarityTasksRequest, request: Request) -> Json:
-        i, p = body.inputs, body.parameters
-        work = core.similarity(
-            request_context(request), body.model_id, i.source_sentences, i.sentences, p.truncate_input_tokens
-        )
-        return convert.similarities(await until_disconnect(request, work))
+        return await similarity_many(core, body, request)
 
     @router.post("/api/v1/task/rerank")
     async def rerank(body: schemas.RerankRequest, request: Request) -> Json:
-        i, p = body.inputs, body.parameters
-        work = core.rerank(
-            request_context(request),
-            body.model_id,
-            [i.query],
-            i.documents,
-            top_n=p.top_n,
-            truncate=p.truncate_input_tokens,
-            return_documents=p.return_documents is not False,
-            return_query=p.return_query is not False,
-            return_text=p.return_text is not False,
-        )
-        return convert.rerank(await until_disconnect(request, work))
+        return await rerank_one(core, body, request)
 
     @router.post("/api/v1/task/rerank-tasks")
     async def rerank_tasks(body: schemas.RerankTasksRequest, request: Request) -> Json:
-        i, p = body.inputs, body.parameters
-        work = core.rerank(
-            request_context(request),
-            body.model_id,
-            i.queries,
-            i.documents,
-            top_n=p.top_n,
-            truncate=p.truncate_input_tokens,
-            return_documents=p.return_documents is not False,
-            return_query=p.return_queries is not False,
-            return_text=p.return_text is not False,
-        )
-        return convert.reranks(await until_disconnect(request, work))
+        return await rerank_many(core, body, request)
 
     @router.post("/api/v1/task/tokenization")
     async def tokenization(body: schemas.TextRequest, request: Request) -> Json:
-        work = core.tokenize(request_context(request), body.model_id, body.inputs)
-        return convert.tokenization(await until_disconnect(request, work))
+        return await tokenize(core, body, request)
 
     @router.post("/api/v1/task/text-generation")
     async def text_generation(body: schemas.TextGenerationRequest, request: Request) -> Json:
@@ -126,7 +89,78 @@ def caikit_task_router(core: TaskService) -> APIRouter:
 
     @router.post("/api/v1/task/text-classification")
     async def text_classification(body: schemas.TextRequest, request: Request) -> Json:
-        work = core.classify(request_context(request), body.model_id, body.inputs)
-        return convert.classification(await until_disconnect(request, work))
+        return await classify(core, body, request)
 
     return router
+
+
+# The encoder task routes' work, shared by the FastAPI routes above (which the OpenAPI document
+# describes) and the lean path in front of them (gateway/frontends/http/task_fast_path.py).
+async def embed_one(core: TaskService, body: schemas.EmbeddingRequest, request: Request) -> Json:
+    p = body.parameters
+    work = core.embed(request_context(request), body.model_id, [body.inputs], p.truncate_input_tokens)
+    return convert.embedding(await until_disconnect(request, work))
+
+
+async def embed_many(core: TaskService, body: schemas.EmbeddingTasksRequest, request: Request) -> Json:
+    p = body.parameters
+    work = core.embed(request_context(request), body.model_id, body.inputs, p.truncate_input_tokens)
+    return convert.embeddings(await until_disconnect(request, work))
+
+
+async def similarity_one(core: TaskService, body: schemas.SimilarityRequest, request: Request) -> Json:
+    i, p = body.inputs, body.parameters
+    work = core.similarity(
+        request_context(request), body.model_id, [i.source_sentence], i.sentences, p.truncate_input_tokens
+    )
+    return convert.similarity(await until_disconnect(request, work))
+
+
+async def similarity_many(core: TaskService, body: schemas.SimilarityTasksRequest, request: Request) -> Json:
+    i, p = body.inputs, body.parameters
+    work = core.similarity(
+        request_context(request), body.model_id, i.source_sentences, i.sentences, p.truncate_input_tokens
+    )
+    return convert.similarities(await until_disconnect(request, work))
+
+
+async def rerank_one(core: TaskService, body: schemas.RerankRequest, request: Request) -> Json:
+    i, p = body.inputs, body.parameters
+    work = core.rerank(
+        request_context(request),
+        body.model_id,
+        [i.query],
+        i.documents,
+        top_n=p.top_n,
+        truncate=p.truncate_input_tokens,
+        return_documents=p.return_documents is not False,
+        return_query=p.return_query is not False,
+        return_text=p.return_text is not False,
+    )
+    return convert.rerank(await until_disconnect(request, work))
+
+
+async def rerank_many(core: TaskService, body: schemas.RerankTasksRequest, request: Request) -> Json:
+    i, p = body.inputs, body.parameters
+    work = core.rerank(
+        request_context(request),
+        body.model_id,
+        i.queries,
+        i.documents,
+        top_n=p.top_n,
+        truncate=p.truncate_input_tokens,
+        return_documents=p.return_documents is not False,
+        return_query=p.return_queries is not False,
+        return_text=p.return_text is not False,
+    )
+    return convert.reranks(await until_disconnect(request, work))
+
+
+async def tokenize(core: TaskService, body: schemas.TextRequest, request: Request) -> Json:
+    work = core.tokenize(request_context(request), body.model_id, body.inputs)
+    return convert.tokenization(await until_disconnect(request, work))
+
+
+async def classify(core: TaskService, body: schemas.TextRequest, request: Request) -> Json:
+    work = core.classify(request_context(request), body.model_id, body.inputs)
+    return convert.classification(await until_disconnect(request, work))
