@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.models.eviction import POLICIES
 from gateway.models.store import is_model_id
 from gateway.ops.access import ApiKeys
 from runtimes.base import ThreadSettings
@@ -75,9 +76,12 @@ class RequestLimits:
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """The multiplexer: memory budget (0: none), concurrent loads, failed-load back-off."""
+    """The multiplexer: memory budget (0: none), eviction policy, concurrent loads, failed-load
+    back-off."""
 
     memory_budget_bytes: int = 0
+    eviction_policy: str = "lfu-size"  # gateway/models/eviction.py: lfu-size or lru
+    eviction_aging_requests: int = 1000  # lfu-size halves its request counts this often
     max_concurrent_loads: int = 2
     retry_initial_s: float = 1.0
     retry_max_s: float = 60.0
@@ -92,6 +96,14 @@ class RegistrySettings:
             raise ValueError(f"memory_budget_bytes must not be negative, got {self.memory_budget_bytes}")
         if self.max_concurrent_loads < 1:
             raise ValueError(f"max_concurrent_loads must be at least 1, got {self.max_concurrent_loads}")
+        if self.eviction_policy not in POLICIES:
+            raise ValueError(
+                f"eviction_policy must be one of {', '.join(POLICIES)}, got {self.eviction_policy!r}"
+            )
+        if self.eviction_aging_requests < 1:
+            raise ValueError(
+                f"eviction_aging_requests must be at least 1, got {self.eviction_aging_requests}"
+            )
         if not 0 < self.retry_initial_s <= self.retry_max_s:
             raise ValueError("retry_initial_s must be positive and at most retry_max_s")
         if self.room_wait_s < 0:
@@ -218,6 +230,20 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
     ("max-new-tokens", int, "most tokens one generation request may ask for", "limits", "max_new_tokens"),
     ("memory-budget-bytes", int, "bytes loaded models may hold (0: none)", "registry", "memory_budget_bytes"),
     ("max-concurrent-loads", int, "model loads that may run at once", "registry", "max_concurrent_loads"),
+    (
+        "eviction-policy",
+        str,
+        "which idle model a load evicts: lfu-size (fewest requests per byte) or lru",
+        "registry",
+        "eviction_policy",
+    ),
+    (
+        "eviction-aging-requests",
+        int,
+        "lfu-size halves its per-model request counts every this many requests",
+        "registry",
+        "eviction_aging_requests",
+    ),
     ("load-retry-initial-s", float, "first back-off after a failed load", "registry", "retry_initial_s"),
     ("load-retry-max-s", float, "longest back-off after failed loads", "registry", "retry_max_s"),
     (

@@ -4,8 +4,9 @@
   one load; at most ``max_concurrent_loads`` loads run at once. A request waits for a load up
   to its deadline, then gets UNAVAILABLE with a retry hint.
 - Budget: sizes are estimated from files before loading (or remembered from an earlier load)
-  and measured after. When a load would pass the budget, least-recently-used models are
-  evicted; never one with requests in flight, never a pinned one.
+  and measured after. When a load would pass the budget, idle models are evicted, chosen by the
+  eviction policy (gateway/models/eviction.py: fewest recent requests per byte by default, or
+  least recently used); never one with requests in flight, never a pinned one.
 - A failed load marks the model FAILED with its reason and is retried only after an
   exponential back-off; it never disturbs the other models.
 - ``use()`` brackets a request: the model cannot be evicted while it is in use.
@@ -32,6 +33,7 @@ from typing import Any
 
 from gateway.errors import InvalidInput, ModelNotFound, TaskgateError, Unavailable
 from gateway.metrics import Metrics
+from gateway.models.eviction import RoomKeeper, make_policy
 from gateway.models.memory import SizeMeter, trim_heap
 from gateway.models.model_settings import check_settings
 from gateway.models.store import ManifestError, ModelManifest, ModelStore, validate_model_id
@@ -110,10 +112,16 @@ class ModelRegistry:
         self._load_slots: asyncio.Semaphore | None = None
         self._unload_listeners: list[Callable[[LoadedModel], Awaitable[None]]] = []
         self._meter = SizeMeter()
+        self._policy = make_policy(self.settings.eviction_policy, self.settings.eviction_aging_requests)
+        self._room = RoomKeeper(
+            self._policy,
+            self.settings.memory_budget_bytes,
+            self.settings.room_wait_s,
+            self._loaded.values,
+            self._unload,
+        )
         self._running = 0  # requests inside use(), all models
         self._started = 0
-        self._room_freed = asyncio.Event()  # a model went idle or a load's reservation ended
-        self._reserved = 0  # bytes held for loads in progress (their peak)
         self.load_count = 0
 
     # -- requests ------------------------------------------------------------------------
@@ -131,7 +139,7 @@ class ModelRegistry:
             self._running -= 1
             model.last_used = time.time()
             if not model.inflight:
-                self._room_freed.set()  # a load waiting for room may evict it now
+                self._room.freed()  # a load waiting for room may evict it now
                 if model.idle is not None:
                     model.idle.set()  # an unload is draining it
 
@@ -139,9 +147,11 @@ class ModelRegistry:
         model = self._loaded.get(model_id)
         if model is not None:
             self._metrics.cache.labels(model_id, "hit").inc()
+            self._policy.record(model_id)
         else:
             started = time.monotonic()
             pending = self._loading.get(model_id) or self._start_load(model_id)  # NOT_FOUND first
+            self._policy.record(model_id)
             self._metrics.cache.labels(model_id, "miss").inc()
             self._misses[model_id] = self._misses.get(model_id, 0) + 1
             model = await self._wait(model_id, pending, deadline)
@@ -222,6 +232,7 @@ class ModelRegistry:
         for kept in (self._misses, self._failed, self._sizes):
             kept.pop(model_id, None)
         self._pins.discard(model_id)
+        self._policy.forget(model_id)
         self._metrics.forget_model(model_id)
 
     async def forget_missing(self) -> list[str]:
@@ -244,7 +255,14 @@ class ModelRegistry:
         present |= set(self._derived)
         self._failed.clear()  # the store changed: a failed model may load now
         await asyncio.gather(*(self._unload(model) for model in gone))
-        for model_id in {*self._misses, *self._sizes, *self._pins, *(m.model_id for m in gone)}:
+        kept = {
+            *self._misses,
+            *self._sizes,
+            *self._pins,
+            *self._policy.tracked(),
+            *(m.model_id for m in gone),
+        }
+        for model_id in kept:
             if model_id not in present:  # after the unloads: their timings are series too
                 self.forget(model_id)
         return [model.model_id for model in gone]
@@ -350,17 +368,13 @@ class ModelRegistry:
         try:
             async with self._load_slots:
                 need = await asyncio.to_thread(self._load_need, manifest)
-                await self._make_room(need, model_id)
-                self._reserved += need
-                try:
-                    model = await asyncio.to_thread(self._load_sync, manifest)
-                finally:
-                    self._reserved -= need
-                    self._room_freed.set()
+                await self._room.make_room(need, model_id)
+                with self._room.reserve(need):
+                    model = await asyncio.to_thread(self._load_sync, manifest, need)
                 model.pinned = model_id in self._pins or _pinned_by_manifest(manifest)
                 self._sizes[model_id] = model.size_bytes
                 self._loaded[model_id] = model
-                await self._make_room(0, model_id)  # the measured size may exceed the estimate
+                await self._room.make_room(0, model_id)  # the measured size may exceed the estimate
         except BaseException as exc:
             reason = exc.message if isinstance(exc, TaskgateError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, Unavailable):
@@ -392,7 +406,7 @@ class ModelRegistry:
             return known
         return max(known, int(files * self._meter.peak_ratio(manifest.runtime)))
 
-    def _load_sync(self, manifest: ModelManifest) -> LoadedModel:
+    def _load_sync(self, manifest: ModelManifest, reserved: int) -> LoadedModel:
         started = time.perf_counter()
         factory = factory_for(manifest.runtime, derived=manifest.model_id in self._derived)
         runtime = factory(
@@ -413,44 +427,14 @@ class ModelRegistry:
         self.load_count += 1
         elapsed = time.perf_counter() - started
         self._metrics.load_seconds.labels(manifest.model_id).observe(elapsed)
-        log.info("loaded model %s in %.2f s (%d bytes)", manifest.model_id, elapsed, size)
+        log.info(
+            "loaded model %s in %.2f s (%d bytes, %d reserved while loading)",
+            manifest.model_id,
+            elapsed,
+            size,
+            reserved,
+        )
         return LoadedModel(manifest, runtime, size, elapsed)
-
-    async def _make_room(self, needed: int, loading: str) -> None:
-        budget = self.settings.memory_budget_bytes
-        if not budget:
-            return
-        if needed > budget:
-            raise Unavailable(
-                f"model {loading!r} needs {needed} bytes to load, more than the whole memory budget "
-                f"of {budget} bytes; raise --memory-budget-bytes to serve it"
-            )
-        give_up_at = time.monotonic() + self.settings.room_wait_s
-        while self.loaded_bytes + self._reserved + needed > budget:
-            victims = [
-                m for m in self._loaded.values() if not m.inflight and not m.pinned and m.model_id != loading
-            ]
-            if not victims:
-                if needed == 0:
-                    return  # over budget only by busy or pinned models; they go when idle
-                await self._wait_for_idle(loading, needed, give_up_at)
-                continue
-            await self._unload(min(victims, key=lambda m: m.last_used))
-
-    async def _wait_for_idle(self, loading: str, needed: int, give_up_at: float) -> None:
-        """Wait until a model's last request leaves or a load ends; UNAVAILABLE after ``give_up_at``."""
-        self._room_freed.clear()
-        try:
-            await asyncio.wait_for(self._room_freed.wait(), max(0.0, give_up_at - time.monotonic()))
-        except TimeoutError:
-            pinned = sum(m.size_bytes for m in self._loaded.values() if m.pinned)
-            raise Unavailable(
-                f"no room for model {loading!r} ({needed} bytes) in the memory budget of "
-                f"{self.settings.memory_budget_bytes} bytes: {self.loaded_bytes} bytes are held by "
-                f"models in use ({pinned} of them pinned) and {self._reserved} by loads in progress; "
-                "retry shortly",
-                retry_after_s=1.0,
-            ) from None
 
     async def _unload(self, model: LoadedModel) -> None:
         """Take the model out of service, let its requests finish (bounded), then unload it."""

@@ -40,7 +40,7 @@ async def _loaded_size(registry: ModelRegistry) -> int:
     return model.size_bytes
 
 
-def make(store: Path, budget: int = 0, **kwargs: float) -> ModelRegistry:
+def make(store: Path, budget: int = 0, **kwargs: float | str) -> ModelRegistry:
     # sized by files here, so eviction order is exact; measuring resident memory is tested apart
     settings = RegistrySettings(memory_budget_bytes=budget, measure_rss=False, **kwargs)  # type: ignore[arg-type]
     return ModelRegistry(ModelStore(store), ThreadSettings(), settings, Metrics())
@@ -61,7 +61,7 @@ async def test_lazy_load_and_single_flight(tiny_store: Path) -> None:
 
 
 async def test_lru_eviction_under_the_budget(tiny_store: Path, model_bytes: int) -> None:
-    registry = make(tiny_store, budget=int(2.5 * model_bytes))
+    registry = make(tiny_store, budget=int(2.5 * model_bytes), eviction_policy="lru")
     await registry.get(A)
     await registry.get(B)
     await registry.get(A)  # A is now more recently used than B
