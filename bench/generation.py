@@ -20,6 +20,8 @@ figure is the median of --repeats runs. Targets: 16 streams >= 6x (a) and >= 0.8
 Writes bench/results/generation.{md,json} (generation-partial.* for other --concurrency / --tokens).
 Runs on its own model store, bench/.stores/generation/ (bench/stores.py), never ./model-store: the
 GGUF conversion and the ONNX export made there on the first run are reused by later ones.
+--peers adds, in the same run after the gateway, llama.cpp's server and ONNX Runtime GenAI on the
+same model and prompts, and one table of all of them (bench/generation_peers.py).
 """
 
 from __future__ import annotations
@@ -297,7 +299,12 @@ def gateway(args: argparse.Namespace) -> list[Row]:
     ]  # fmt: skip
     with process(command) as proc:
         match = wait_for_line(proc, r"gRPC (\S+)\s+HTTP (\S+)", timeout_s=600)
-        return asyncio.run(measure(match.group(1), args))
+        rows = asyncio.run(measure(match.group(1), args))
+        if args.peers:  # its greedy answer to the question every peer answers
+            from bench.generation_peers import taskgate_answer
+
+            args.taskgate_answer = asyncio.run(taskgate_answer(match.group(1), MODEL))
+        return rows
 
 
 # -- report -------------------------------------------------------------------------------
@@ -368,6 +375,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is kept")
     parser.add_argument("--intra-op-threads", type=int, default=1, help="torch intra-op threads (both sides)")
     parser.add_argument("--inter-op-threads", type=int, default=1, help="torch inter-op threads (both sides)")
+    parser.add_argument("--peers", action="store_true", help="also llama.cpp and ORT GenAI, same run")
     args = parser.parse_args()
     args.stem = results_stem("generation", parser, args, ("concurrency", "tokens"))
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -384,6 +392,11 @@ def main() -> None:
         row.rt_sequential_tokens_per_s = own[row.streams]["rt_sequential"]
         row.rt_static_tokens_per_s = own[row.streams]["rt_static"]
     print(report(args, rows))
+    if args.peers:
+        from bench.generation_peers import section
+
+        streams = {n: prompts(n) for n in args.concurrency}
+        print(section(args, rows, streams, converted_folder(args.store), MODEL))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 # pinned versions is left alone) and bootstraps Caikit's saved model.
 #
 #   bash bench/peers/setup.sh            # both
-#   bash bench/peers/setup.sh kserve     # or just one: kserve | caikit
+#   bash bench/peers/setup.sh kserve     # or just one: kserve | caikit | genai | llamacpp
 #
-# Env overrides: PYTHON (default python3.11), KSERVE_VENV, CAIKIT_VENV.
+# genai and llamacpp are bench/generation.py --peers' engines (ONNX Runtime GenAI and llama.cpp's
+# server); llamacpp builds llama.cpp from source (about 30 min on 2 busy cores, niced, one job).
+# Env overrides: PYTHON (default python3.11), KSERVE_VENV, CAIKIT_VENV, GENAI_VENV, LLAMACPP_VENV.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,6 +15,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 PYTHON="${PYTHON:-python3.11}"
 KSERVE_VENV="${KSERVE_VENV:-$ROOT/bench/.venv-kserve}"
 CAIKIT_VENV="${CAIKIT_VENV:-$ROOT/bench/.venv-caikit}"
+GENAI_VENV="${GENAI_VENV:-$ROOT/bench/.venv-genai}"
+LLAMACPP_VENV="${LLAMACPP_VENV:-$ROOT/bench/.venv-llamacpp}"
 export HF_HUB_OFFLINE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WHICH="${1:-all}"
 
@@ -108,6 +112,57 @@ install_caikit() {
   say "caikit venv installed in $((SECONDS - t0)) s"
 }
 
+# -- ONNX Runtime GenAI 0.18.0 and its model builder ----------------------------------------------
+# Its own venv: onnxruntime-genai 0.18.0 runs on our onnxruntime 1.32.0, but its model builder
+# imports transformers 5 (Qwen3.5 classes), and Taskgate pins transformers 4.57.6.
+GENAI_PINNED=(
+  "onnxruntime-genai==0.18.0" "onnxruntime==1.32.0" "onnx-ir==1.1.0" "onnx==1.23.2"
+  "transformers==5.23.0" "torch==2.13.0" "numpy==2.4.6"
+)
+genai_ok() {
+  "$GENAI_VENV/bin/python" - <<'EOF' 2>/dev/null
+from importlib.metadata import version
+import onnxruntime_genai, onnx_ir, transformers, torch  # noqa: F401
+assert version("onnxruntime-genai") == "0.18.0" and version("onnxruntime") == "1.32.0"
+assert version("transformers") == "5.23.0" and torch.version.cuda is None
+EOF
+}
+
+install_genai() {
+  if genai_ok; then say "genai venv already complete"; return; fi
+  local t0=$SECONDS
+  pipq "$GENAI_VENV/bin/pip" install -q "${GENAI_PINNED[@]}"
+  genai_ok || { say "genai venv does not import; see above"; exit 1; }
+  say "genai venv installed in $((SECONDS - t0)) s"
+}
+
+# -- llama-cpp-python 0.3.36 with its OpenAI-compatible server ---------------------------------
+llamacpp_ok() {
+  "$LLAMACPP_VENV/bin/python" - <<'EOF' 2>/dev/null
+from importlib.metadata import version
+import llama_cpp.server  # noqa: F401
+assert version("llama-cpp-python") == "0.3.36"
+EOF
+}
+
+install_llamacpp() {
+  if llamacpp_ok; then say "llamacpp venv already complete"; return; fi
+  local t0=$SECONDS
+  say "building llama-cpp-python 0.3.36 from source (nice 19, one job)"
+  CMAKE_ARGS="-DGGML_NATIVE=ON" MAKEFLAGS=-j1 CMAKE_BUILD_PARALLEL_LEVEL=1 \
+    pipq nice -n 19 "$LLAMACPP_VENV/bin/pip" install -q "llama-cpp-python[server]==0.3.36"
+  llamacpp_ok || { say "llamacpp venv does not import; see above"; exit 1; }
+  say "llamacpp venv installed in $((SECONDS - t0)) s"
+}
+
+if [ "$WHICH" = all ] || [ "$WHICH" = genai ]; then
+  make_venv "$GENAI_VENV"
+  with_lock "$GENAI_VENV" install_genai
+fi
+if [ "$WHICH" = all ] || [ "$WHICH" = llamacpp ]; then
+  make_venv "$LLAMACPP_VENV"
+  with_lock "$LLAMACPP_VENV" install_llamacpp
+fi
 if [ "$WHICH" = all ] || [ "$WHICH" = kserve ]; then
   make_venv "$KSERVE_VENV"
   with_lock "$KSERVE_VENV" install_kserve
