@@ -47,7 +47,7 @@ bench: install
 	$(BIN)/python bench/encoder_latency.py
 	bash bench/peers/setup.sh
 	$(BIN)/python bench/encoder_throughput.py --repeats 3
-	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/generation.py --peers
 	$(BIN)/python bench/multiplex.py
 	$(BIN)/python bench/doors.py
 	$(BIN)/python bench/adapters_mixed.py
