@@ -32,6 +32,7 @@ GRPC, REST = "gRPC", "REST"
 class Running:
     grpc: str | None
     http: str | None
+    pid: int | None = None  # the serving process (bench/profile_layers.py attaches a profiler)
 
 
 def wait_for_line(process: subprocess.Popen[str], pattern: str, timeout_s: float = 300) -> re.Match[str]:
@@ -91,7 +92,7 @@ class Taskgate:
         ]  # fmt: skip
         with process(command) as proc:
             match = wait_for_line(proc, r"gRPC (\S+)\s+HTTP (\S+)")
-            running = Running(match.group(1), match.group(2))
+            running = Running(match.group(1), match.group(2), proc.pid)
             url = f"{running.http}/management/models/{MODEL}/batching"
             settings = {"max_batch_size": 32 if self.batching else 1, "max_queue_rows": 4096}
             httpx.put(url, json=settings).raise_for_status()
