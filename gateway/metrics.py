@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.request_metrics import RequestMetrics, Sample, SampledGauges, StateCounts
+
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 DROP_REASONS = ("shed", "expired", "cancelled")
@@ -90,6 +92,10 @@ class Metrics:
             "taskgate_adapter_loaded_bytes", "Bytes an adapter holds in memory (0: evicted)", ADAPTER,
             registry=registry,
         )  # fmt: skip
+        # requests by outcome, the latency split, generation (gateway/request_metrics.py)
+        self.requests = RequestMetrics(registry)
+        self._sampled = SampledGauges()
+        registry.register(self._sampled)
         # every series labelled by model, with its other labels' possible values
         self._per_model: list[tuple[Any, list[tuple[str, ...]]]] = [
             (self.batch_size, [()]),
@@ -109,6 +115,16 @@ class Metrics:
             for extra in extras:
                 with contextlib.suppress(KeyError):
                     metric.remove(model_id, *extra)
+        self.requests.forget(model_id)
+
+    def watch_generation(self, sample: Sample) -> None:
+        """``sample()``: (model, waiting, running) per generation scheduler, read at each scrape."""
+        self._sampled.generation = sample
+
+    def watch_jobs(self, counts: StateCounts, states: tuple[str, ...]) -> None:
+        """``counts()``: tuning jobs by state (every state in ``states`` is shown, 0 if absent)."""
+        self._sampled.jobs = counts
+        self._sampled.job_states = states
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
