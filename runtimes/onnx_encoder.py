@@ -1,7 +1,8 @@
 """ONNX Runtime encoder: embeddings (sentence-transformers pooling) and sequence classification.
 
 The model folder is a Hugging Face folder (optionally with sentence-transformers' modules.json,
-1_Pooling/ and sentence_bert_config.json). It is exported once with Optimum and cached; the
+1_Pooling/ and sentence_bert_config.json). It is exported once with Optimum and cached (and,
+with ``"quantization": "int8"``, quantized once beside it, see runtimes.quantize); the
 tokenizer is the folder's ``tokenizer.json`` run by the ``tokenizers`` library directly
 (runtimes.encoder_tokenizer, shared with the remote v2 encoder).
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from runtimes import quantize
 from runtimes.base import EncoderRuntime, ThreadSettings, Token, TokenizedBatch, TokenRow
 from runtimes.encoder_tokenizer import EncoderTokenizer, InputTooLong, max_tokens_of, read_json
 from runtimes.ort_session import OPTIMIZED, create_session
@@ -39,6 +41,16 @@ class OnnxEncoder(EncoderRuntime):
         self.max_tokens = int(options.get("max_tokens") or max_tokens_of(source, config))
         self._pooling = _pooling_mode(source)
         self._normalize = _has_normalize(source)
+        self._quantization = quantize.check_choice("onnx-encoder", options.get(quantize.SETTING))
+        self._min_cosine = quantize.check_cosine(
+            quantize.MIN_COSINE_SETTING, options.get(quantize.MIN_COSINE_SETTING), quantize.DEFAULT_MIN_COSINE
+        )
+        self._min_row_cosine = quantize.check_cosine(
+            quantize.MIN_ROW_COSINE_SETTING,
+            options.get(quantize.MIN_ROW_COSINE_SETTING),
+            quantize.DEFAULT_MIN_ROW_COSINE,
+        )
+        self.quantization_report: dict[str, Any] = {}
         self._session: Any = None
         self._text = EncoderTokenizer(source, self.max_tokens)  # the export's copy once loaded
         self._size = 0
@@ -51,6 +63,16 @@ class OnnxEncoder(EncoderRuntime):
 
         task = "text-classification" if self.head == "classification" else "feature-extraction"
         folder = export_cached(self._source, self._work_dir, task)
+        if self._quantization == "int8":
+            if self.head != "embedding":
+                raise ValueError("quantization 'int8' is measured on embeddings: an embedding model only")
+            folder, self.quantization_report = quantize.int8_variant(
+                folder,
+                pooling=self._pooling,
+                max_tokens=self.max_tokens,
+                min_cosine=self._min_cosine,
+                min_row_cosine=self._min_row_cosine,
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._threads.intra_op_threads
         options.inter_op_num_threads = self._threads.inter_op_threads

@@ -6,7 +6,9 @@ file, converted once by ``runtimes.gguf_convert``), the same options (``eos_toke
 ``add_bos_token``, ``max_batch_size``, ``max_tokens_per_step``, ``max_queue``, ``max_context``),
 the same tokenizer and the same running-batch bookkeeping. The folder is exported once with
 Optimum (task ``text-generation-with-past``, cached by ``runtimes.onnx_export``) and run by an
-ONNX Runtime ``InferenceSession`` on the CPU.
+ONNX Runtime ``InferenceSession`` on the CPU. With ``"quantization": "int4"`` the session runs
+the export's 4-bit weight-only variant instead (MatMulNBits, made and checked once beside the
+export by ``runtimes.quantize``).
 
 The exported graph takes ``input_ids``, ``attention_mask`` (past + new columns),
 ``position_ids`` and ``past_key_values.N.key`` / ``.value`` (``[rows, kv_heads, past, head_dim]``)
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtimes import quantize
 from runtimes.base import ThreadSettings
 from runtimes.causal_lm_base import DEFAULT_MAX_CONTEXT, CausalLMBase, ForwardInputs, stack_left_padded
 
@@ -46,6 +49,8 @@ class OnnxCausalLM(CausalLMBase[_Cache]):
         self, *, source: Path, work_dir: Path, options: dict[str, Any], threads: ThreadSettings
     ) -> None:
         super().__init__(source=source, work_dir=work_dir, options=options, threads=threads)
+        self._quantization = quantize.check_choice("onnx-causal-lm", options.get(quantize.SETTING))
+        self.quantization_report: dict[str, Any] = {}
         self._session: Any = None
         self._past_names: list[str] = []  # past_key_values.N.key / .value, as the graph lists them
         self._output_names: list[str] = []  # logits, then present.N.* in the order of _past_names
@@ -59,6 +64,10 @@ class OnnxCausalLM(CausalLMBase[_Cache]):
         from runtimes.onnx_export import export_cached
 
         exported = export_cached(folder, self._work_dir, TASK)
+        if self._quantization == "int4":
+            exported, self.quantization_report = quantize.int4_variant(
+                exported, eos_token=self._fixes.eos_token
+            )
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = self._threads.intra_op_threads
         session_options.inter_op_num_threads = self._threads.inter_op_threads

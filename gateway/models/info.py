@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
 from gateway.models.registry import ModelRegistry, ModelStatus
+from gateway.models.store import ManifestError, read_manifest_data
+from runtimes import quantize
 
 _PACKAGES = ("taskgate", "onnxruntime", "transformers", "optimum", "tokenizers", "grpcio", "fastapi")
 
@@ -21,8 +25,9 @@ def runtime_info() -> dict[str, Any]:
     return {"runtime_version": __version__, "python_packages": packages}
 
 
-def model_info(status: ModelStatus) -> dict[str, Any]:
-    """A model's status in the shape of Caikit's ModelInfo (metadata is a JSON object)."""
+def model_info(status: ModelStatus, quantization: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A model's status in the shape of Caikit's ModelInfo (metadata is a JSON object), with the
+    quantized variant it asks for and that variant's measured figures when there is one."""
     metadata: dict[str, Any] = {
         "state": status.state,
         "tasks": list(status.tasks),
@@ -31,6 +36,8 @@ def model_info(status: ModelStatus) -> dict[str, Any]:
     }
     if status.reason:
         metadata["reason"] = status.reason
+    if quantization:
+        metadata["quantization"] = quantization
     return {
         "model_path": status.folder,
         "name": status.model_id,
@@ -43,4 +50,19 @@ def model_info(status: ModelStatus) -> dict[str, Any]:
 
 async def models_info(registry: ModelRegistry) -> list[dict[str, Any]]:
     """One entry per model in the store, in the shape of Caikit's ModelInfo."""
-    return [model_info(status) for status in await registry.status()]
+    statuses = await registry.status()
+    quantized = await asyncio.to_thread(lambda: [quantization_info(Path(s.folder)) for s in statuses])
+    return [model_info(status, q) for status, q in zip(statuses, quantized, strict=True)]
+
+
+def quantization_info(folder: Path) -> dict[str, Any] | None:
+    """``{"kind": "int8", "report": {...}}`` for a model whose manifest asks for a quantized
+    variant (the report is null until the variant is made); None for fp32 models."""
+    try:
+        settings = read_manifest_data(folder).get("settings")
+    except ManifestError:
+        return None
+    kind = settings.get(quantize.SETTING) if isinstance(settings, dict) else None
+    if not isinstance(kind, str) or kind == quantize.NONE or kind not in {"int8", "int4"}:
+        return None
+    return {"kind": kind, "report": quantize.variant_report(folder, kind)}

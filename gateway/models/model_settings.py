@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.batcher import BatchSettings
 from gateway.errors import InvalidInput
-from runtimes import remote_v2
+from runtimes import quantize, remote_v2
 
 Check = Callable[[str, Any], None]
 
@@ -52,6 +52,32 @@ _CAUSAL_LM: dict[str, Check] = {
 }
 
 
+def _quantization(runtime: str) -> Check:
+    def check(name: str, value: Any) -> None:
+        try:
+            quantize.check_choice(runtime, value)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+
+    return check
+
+
+def _cosine(name: str, value: Any) -> None:
+    try:
+        quantize.check_cosine(name, value, quantize.DEFAULT_MIN_COSINE)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+# quantized variants (runtimes.quantize): int8 encoders with their cosine thresholds, int4 LMs
+_ENCODER_QUANTIZED: dict[str, Check] = {
+    quantize.SETTING: _quantization("onnx-encoder"),
+    quantize.MIN_COSINE_SETTING: _cosine,
+    quantize.MIN_ROW_COSINE_SETTING: _cosine,
+}
+_CAUSAL_LM_QUANTIZED: dict[str, Check] = {quantize.SETTING: _quantization("onnx-causal-lm")}
+
+
 def _remote_v2(name: str, value: Any) -> None:
     try:
         remote_v2.check_option(name, value)
@@ -60,8 +86,8 @@ def _remote_v2(name: str, value: Any) -> None:
 
 
 BY_RUNTIME: dict[str, dict[str, Check]] = {
-    "onnx-encoder": _ENCODER,
-    "onnx-causal-lm": _CAUSAL_LM,
+    "onnx-encoder": {**_ENCODER, **_ENCODER_QUANTIZED},
+    "onnx-causal-lm": {**_CAUSAL_LM, **_CAUSAL_LM_QUANTIZED},
     "torch-causal-lm": _CAUSAL_LM,
     "torch-classifier": {**_ENCODER, "adapter": _text},
     "kserve-v2": {**_ENCODER, **dict.fromkeys(remote_v2.OPTIONS, _remote_v2)},
