@@ -13,7 +13,7 @@ import grpc
 import uvicorn
 
 from adapters.jobs.manager import JobManager
-from adapters.jobs.store import JobStore
+from adapters.jobs.store import JobState, JobStore
 from adapters.store import AdapterStore
 from gateway.core import TaskService
 from gateway.frontends.grpc.server import start_grpc
@@ -63,6 +63,7 @@ class Gateway:
             ModelStore(settings.model_store), settings.runtime, settings.registry, self.metrics
         )
         self.core = TaskService(self.registry, settings.limits, settings.runtime, self.metrics)
+        self.metrics.watch_generation(self.core.generation.sample)
         models_dir = settings.server.modelmesh_models_dir
         self.management = ModelManagement(self.registry, Path(models_dir) if models_dir else None)
         # tuned adapters and tuning jobs live beside the models, in folders no model id can name
@@ -95,6 +96,7 @@ class Gateway:
         await asyncio.to_thread(prepare_store, self.registry.store)
         await asyncio.to_thread(self.adapter_store.clean_staging)
         job_store = await asyncio.to_thread(JobStore, self.jobs_dir / "jobs.sqlite")
+        self.metrics.watch_jobs(job_store.state_counts, tuple(state.value for state in JobState))
         self.jobs = JobManager(
             job_store, self.adapter_store, self.jobs_dir, self.settings.tuning, self.adapters.on_published
         )
@@ -112,6 +114,7 @@ class Gateway:
             port=server.http_port,
             log_level=server.log_level,
             access_log=False,
+            log_config=None,  # uvicorn's lines go through the root logger (text or JSON, log_format)
             lifespan="off",
             http="httptools",
             timeout_graceful_shutdown=STOP_GRACE_S,  # after the drain: what is left is cut

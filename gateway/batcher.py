@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.errors import DeadlineExceeded, InternalError, InvalidInput, Overloaded, Unavailable
 from gateway.metrics import Metrics
+from gateway.ops.request_log import RequestRecord, current_record
 
 log = logging.getLogger(__name__)
 RowT = TypeVar("RowT")
@@ -90,6 +91,8 @@ class _Pending(Generic[RowT, OutT]):
     deadline: float
     future: asyncio.Future[OutT]
     arrived: float = field(default_factory=time.monotonic)
+    ran: float = 0.0  # when its batch started (0: it never ran)
+    done: float = 0.0  # when its batch ended
 
 
 class DynamicBatcher(Generic[RowT, OutT]):
@@ -136,10 +139,12 @@ class DynamicBatcher(Generic[RowT, OutT]):
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._dispatch_forever(), name=f"batcher-{self.name}")
         futures: list[asyncio.Future[OutT]] = []
+        queued: list[_Pending[RowT, OutT]] = []
         for row, bucket in rows:
             pending: _Pending[RowT, OutT] = _Pending(row, deadline, loop.create_future())
             self._buckets.setdefault(bucket, deque()).append(pending)
             futures.append(pending.future)
+            queued.append(pending)
         self._queued += len(rows)
         self._metrics.queue_rows.labels(self.name).set(self._queued)
         self._wakeup.set()
@@ -150,6 +155,9 @@ class DynamicBatcher(Generic[RowT, OutT]):
             expiry.cancel()
             for future in futures:  # on error or cancellation the remaining rows are dropped
                 future.cancel()
+            record = current_record()
+            if record is not None and queued:
+                _tell_timing(record, queued)
 
     async def close(self, reason: str = "") -> None:
         """Stop dispatching; queued rows fail UNAVAILABLE (with ``reason``); running batches end."""
@@ -260,11 +268,13 @@ class DynamicBatcher(Generic[RowT, OutT]):
                 results = await loop.run_in_executor(self._executor, self._run_isolating, rows)
             except Exception as exc:  # the executor itself failed (e.g. shut down)
                 results = [_Failure(exc)] * len(batch)
-            elapsed = time.monotonic() - started
+            ended = time.monotonic()
+            elapsed = ended - started
             self._batch_s = elapsed if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * elapsed
             self._metrics.batch_size.labels(self.name).observe(len(batch))
             self._metrics.batch_seconds.labels(self.name).observe(elapsed)
             for pending, result in zip(batch, results, strict=True):
+                pending.ran, pending.done = started, ended
                 if pending.future.done():
                     continue
                 if isinstance(result, _Failure):
@@ -295,6 +305,16 @@ class DynamicBatcher(Generic[RowT, OutT]):
         if len(outputs) != len(rows):
             raise RuntimeError(f"model returned {len(outputs)} outputs for {len(rows)} rows")
         return outputs
+
+
+def _tell_timing(record: RequestRecord, rows: list[_Pending[Any, Any]]) -> None:
+    """The request's queue wait (arrival to its first batch) and model time (first batch's start
+    to last batch's end); rows that never ran count as queued until now."""
+    first = min((p.ran for p in rows if p.ran), default=0.0)
+    if not first:
+        record.add_batch(time.monotonic() - rows[0].arrived, 0.0)
+        return
+    record.add_batch(first - rows[0].arrived, max(p.done for p in rows) - first)
 
 
 @dataclass(frozen=True)

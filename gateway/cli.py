@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -13,6 +12,7 @@ from collections.abc import Sequence
 
 from adapters import publish_cli, tune_cli, tune_job  # light: torch and peft load when one tunes
 from gateway import settings as settings_module
+from gateway.ops.log_format import configure_logging
 from runtimes.kserve import server as kserve_server  # light: kserve itself loads when it serves
 
 
@@ -76,10 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = settings_module.from_args(args, os.environ)
     except ValueError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.server.log_level, config.server.log_format)
     if args.command == "init-store":
         from gateway.models.defaults import write_default_manifests
 

@@ -37,6 +37,7 @@ from gateway.generation.service import GenerationService
 from gateway.metrics import Metrics
 from gateway.models.registry import LoadedModel, ModelRegistry
 from gateway.ops.access import Tenant, TenantCounter, check_new_tokens
+from gateway.ops.request_log import note_model, note_task
 from gateway.results import (
     ClassificationOutput,
     EmbeddingOutput,
@@ -118,6 +119,7 @@ class TaskService:
     async def embed(
         self, ctx: RequestContext, model_id: str, texts: Sequence[str], truncate: int | None
     ) -> EmbeddingOutput:
+        note_task(Task.EMBEDDING)
         self._check_texts(texts, "text")
         async with self._encoder(ctx, model_id, Task.EMBEDDING) as (model, encoder):
             vectors, tokens = await self._encode(ctx, model, encoder, list(texts), truncate)
@@ -131,6 +133,7 @@ class TaskService:
         sentences: Sequence[str],
         truncate: int | None,
     ) -> SimilarityOutput:
+        note_task(Task.SENTENCE_SIMILARITY)
         self._check_texts(sources, "source_sentence")
         self._check_texts(sentences, "sentences")
         async with self._encoder(ctx, model_id, Task.SENTENCE_SIMILARITY) as (model, encoder):
@@ -151,6 +154,7 @@ class TaskService:
         return_query: bool,
         return_text: bool,
     ) -> RerankOutput:
+        note_task(Task.RERANK)
         self._check_texts(queries, "query")
         texts = [_document_text(index, doc) for index, doc in enumerate(documents)]
         self._check_texts(texts, "documents")
@@ -178,6 +182,7 @@ class TaskService:
             return RerankOutput(shown, ranked, tokens, _producer(model))
 
     async def tokenize(self, ctx: RequestContext, model_id: str, text: str) -> TokenizationOutput:
+        note_task(Task.TOKENIZATION)
         self._check_texts([text], "text")
         async with self._encoder(ctx, model_id, Task.TOKENIZATION) as (model, encoder):
             tokens = await self._call(ctx, model.model_id, encoder.tokens, text)
@@ -187,6 +192,7 @@ class TaskService:
     async def classify(
         self, ctx: RequestContext, model_id: str, text: str, truncate: int | None = None
     ) -> ClassificationOutput:
+        note_task(Task.TEXT_CLASSIFICATION)
         self._check_texts([text], "text")
         async with self._encoder(ctx, model_id, Task.TEXT_CLASSIFICATION) as (model, encoder):
             probabilities, _ = await self._encode(ctx, model, encoder, [text], truncate)
@@ -198,6 +204,7 @@ class TaskService:
     async def generate(
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
     ) -> GenerationOutput:
+        note_task(Task.TEXT_GENERATION)
         self._check_generation(ctx, text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
         async with self._served(ctx, model_id, Task.TEXT_GENERATION) as (model, target):
@@ -221,6 +228,7 @@ class TaskService:
         self, ctx: RequestContext, model_id: str, text: str, params: GenerationParams
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream chunks; the model stays in use (not evictable) until the stream ends."""
+        note_task(Task.TEXT_GENERATION)
         self._check_generation(ctx, text, params)
         ctx = dataclasses.replace(ctx, deadline=self._deadline(ctx))
         with self._streams.hold(ctx.tenant):
@@ -310,9 +318,11 @@ class TaskService:
                 )
             use = self.registry.use(target.model_key, self._deadline(ctx))
             async with use as model, adapters.hold(target, model):
+                note_model(target.version.base_model, target.version.reference)
                 yield model, target
             return
         async with self.registry.use(model_id, self._deadline(ctx)) as model:
+            note_model(model.model_id)
             if task not in model.manifest.tasks:
                 served = ", ".join(sorted(t.value for t in model.manifest.tasks))
                 raise TaskNotSupported(

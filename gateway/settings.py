@@ -30,6 +30,9 @@ class ServerSettings:
     max_request_bytes: int = 4 * 1024 * 1024
     max_deploy_bytes: int = 256 * 1024 * 1024  # model files in one deploy request
     log_level: str = "info"
+    log_format: str = "text"  # "json": every log line one JSON object
+    access_log: bool = True  # one line per finished request (logger taskgate.access)
+    log_payloads: bool = False  # access lines carry request and response bodies (cut to 2 KiB)
     modelmesh_endpoint: str = ""  # "port:N" or "unix:PATH": serve the ModelMesh SPI there too
     modelmesh_models_dir: str = "/models"  # ModelMesh's modelPath must lie under it (its puller's)
     shutdown_timeout_s: float = 20.0  # SIGTERM: in-flight requests may finish this long
@@ -44,6 +47,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be within 0..65535, got {port}")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
         if not 0 <= self.shutdown_timeout_s <= 3600:
             raise ValueError(f"shutdown_timeout_s must be within 0-3600, got {self.shutdown_timeout_s}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -190,6 +195,9 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
     ("max-request-bytes", int, "largest request body accepted", "server", "max_request_bytes"),
     ("max-deploy-bytes", int, "largest model-deploy request accepted", "server", "max_deploy_bytes"),
     ("log-level", str, "logging level", "server", "log_level"),
+    ("log-format", str, "text or json (one JSON object per line)", "server", "log_format"),
+    ("access-log", _flag, "log one line per finished request (1) or not (0)", "server", "access_log"),
+    ("log-payloads", _flag, "access lines include request / response bodies (1)", "server", "log_payloads"),
     (
         "modelmesh-endpoint",
         str,

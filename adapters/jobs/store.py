@@ -117,6 +117,17 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._states: dict[str, int] = {}  # jobs by state, recounted when a job changes state
+        with self._lock:
+            self._recount(self._db)
+
+    def state_counts(self) -> dict[str, int]:
+        """Jobs by state (``JobState`` values), as of the last change: no query (metrics read it)."""
+        return self._states
+
+    def _recount(self, db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        self._states = {str(row[0]): int(row[1]) for row in rows}  # replaced whole: readers see one
 
     def close(self) -> None:
         with self._lock:
@@ -141,6 +152,7 @@ class JobStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, name, method, base_model, JobState.QUEUED.value, json.dumps(spec), now),
             )
+            self._recount(db)
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
@@ -213,6 +225,7 @@ class JobStore:
                     sets.append("result = ?")
                     values.append(json.dumps(result))
                 db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*values, job_id))  # noqa: S608
+                self._recount(db)
         return self.get(job_id)
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
@@ -266,4 +279,5 @@ class JobStore:
                     "SELECT id FROM jobs WHERE state = ? ORDER BY created_at, id", (JobState.QUEUED.value,)
                 )
             ]
+            self._recount(db)
         return running, queued

@@ -79,6 +79,8 @@ class SequenceEvent:
     # on the first event: the scheduler's forward steps that started after the request was
     # queued and before the step that prefilled it (how long it waited, in steps)
     queued_steps: int = 0
+    at: float = 0.0  # time.perf_counter() when the step that made this token ended
+    admitted_at: float = 0.0  # on the first event: time.perf_counter() when its prefill step began
 
     @property
     def finished(self) -> bool:
@@ -124,6 +126,7 @@ class _Sequence:
     input_tokens: tuple[GeneratedToken, ...] = field(default=())
     queued_at_step: int = 0  # the scheduler's step count when the request was queued
     queued_steps: int = 0  # steps that ran while it waited (set when it is admitted)
+    admitted_at: float = 0.0  # time.perf_counter() when its prefill step began
 
     @property
     def request(self) -> GenerationRequest:
@@ -167,6 +170,10 @@ class GenerationScheduler:
             self._active.clear()
         for seq in leftovers:
             seq.handle._publish(_failure(seq, Unavailable("the model is shutting down; retry shortly")))
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     @property
     def active_count(self) -> int:
@@ -242,8 +249,10 @@ class GenerationScheduler:
                     self._waiting.popleft() for _ in range(admit(lengths, len(self._active), self._limits))
                 ]
                 running = list(self._active.values())
+                admitted_at = time.perf_counter() if admitted else 0.0
                 for seq in admitted:
                     seq.queued_steps = self._steps - seq.queued_at_step
+                    seq.admitted_at = admitted_at
                     self._active[seq.seq_id] = seq
                 if running or admitted:  # this iteration runs a forward step
                     self._steps += 1
@@ -313,12 +322,13 @@ class GenerationScheduler:
         finished: list[int] = []
         with self._cond:
             sequences = [self._active.get(seq_id) for seq_id in output.seq_ids]
+        at = time.perf_counter()  # one clock read per step, shared by its tokens
         for row, seq in enumerate(sequences):
             if seq is None:  # cancelled or timed out while the step ran: released next step
                 continue
             if seq.generated == 0 and seq.seq_id in output.prompt_logprobs:
                 seq.input_tokens = self._input_tokens(seq, output.prompt_logprobs[seq.seq_id])
-            event = self._next_token(seq, output.logits[row])
+            event = self._next_token(seq, output.logits[row], at)
             if event.finished:
                 finished.append(seq.seq_id)
             if not seq.handle._publish(event) and not event.finished:
@@ -329,7 +339,7 @@ class GenerationScheduler:
                     self._active.pop(seq_id, None)
         return finished
 
-    def _next_token(self, seq: _Sequence, logits: torch.Tensor) -> SequenceEvent:
+    def _next_token(self, seq: _Sequence, logits: torch.Tensor, at: float = 0.0) -> SequenceEvent:
         if seq.chooser is None:  # set at prefill, before any token is chosen
             raise RuntimeError(f"sequence {seq.seq_id} has no token chooser")
         params = seq.request.params
@@ -354,6 +364,8 @@ class GenerationScheduler:
             finish_reason=reason or FinishReason.NOT_FINISHED,
             input_tokens=seq.input_tokens if first else (),
             queued_steps=seq.queued_steps if first else 0,
+            at=at,
+            admitted_at=seq.admitted_at if first else 0.0,
         )
 
     def _final(self, seq: _Sequence, reason: FinishReason) -> SequenceEvent:

@@ -42,6 +42,7 @@ from gateway.generation.results import (
     StreamDetails,
 )
 from gateway.generation.scheduler import GenerationRequest, GenerationScheduler, SequenceHandle
+from gateway.ops.request_log import TokenClock, current_record
 from runtimes.base import Runtime
 from runtimes.causal_lm import CausalLMRuntime
 
@@ -79,6 +80,7 @@ class GenerationService:
         """Generate to the end and return the whole result (with ``adapter``: the key of an
         adapter the model's runtime holds; None: the base model)."""
         handle = await self._submit(ctx, model, text, params, adapter)
+        clock = _clock()
         pieces: list[str] = []
         tokens: list[GeneratedToken] = []
         input_tokens: tuple[GeneratedToken, ...] = ()
@@ -87,6 +89,8 @@ class GenerationService:
                 event = await handle.next_event()
                 if event.error is not None:
                     raise event.error
+                if clock is not None and event.token is not None:
+                    clock.tick(event.at, event.admitted_at)
                 pieces.append(event.text)
                 input_tokens = input_tokens or event.input_tokens
                 if event.token is not None and params.generated_tokens:
@@ -116,7 +120,7 @@ class GenerationService:
     ) -> GenerationStream:
         """Submit now (errors raise here) and return the chunks as an async iterator."""
         handle = await self._submit(ctx, model, text, params, adapter)
-        return GenerationStream(handle, text if params.preserve_input_text else "")
+        return GenerationStream(handle, text if params.preserve_input_text else "", _clock())
 
     # -- schedulers ----------------------------------------------------------------------
     def scheduler(self, runtime: CausalLMRuntime, name: str = "generation") -> GenerationScheduler:
@@ -138,6 +142,10 @@ class GenerationService:
         scheduler = self._schedulers.pop(runtime, None)
         if scheduler is not None:
             await asyncio.to_thread(scheduler.close)
+
+    def sample(self) -> list[tuple[str, int, int]]:
+        """(model, sequences waiting, sequences running) per scheduler, for the metrics scrape."""
+        return [(s.name, s.queued_count, s.active_count) for s in list(self._schedulers.values())]
 
     def close(self) -> None:
         """At shutdown: stop every scheduler (joins their threads)."""
@@ -182,10 +190,11 @@ class GenerationStream:
     stream) cancels the sequence and frees its slot.
     """
 
-    def __init__(self, handle: SequenceHandle, prefix: str) -> None:
+    def __init__(self, handle: SequenceHandle, prefix: str, clock: TokenClock | None = None) -> None:
         self._handle = handle
         self._prefix = prefix
         self._finished = False
+        self._clock = clock
 
     def __aiter__(self) -> GenerationStream:
         return self
@@ -201,8 +210,12 @@ class GenerationStream:
             raise
         if event.error is not None:
             self._finished = True
+            if self._clock is not None:
+                self._clock.record.failed(event.error)
             raise event.error
         self._finished = event.finished
+        if self._clock is not None and event.token is not None:
+            self._clock.tick(event.at, event.admitted_at)
         request = self._handle.request
         text, self._prefix = self._prefix + event.text, ""
         return StreamChunk(
@@ -224,6 +237,12 @@ class GenerationStream:
     def __del__(self) -> None:
         if not self._handle.done:
             self._handle.cancel()
+
+
+def _clock() -> TokenClock | None:
+    """The timing of a sequence just queued, for the current request's record (if any)."""
+    record = current_record()
+    return TokenClock(record) if record is not None else None
 
 
 def _runtime_of(model: ServedModel | CausalLMRuntime) -> tuple[CausalLMRuntime, str]:

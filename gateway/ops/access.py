@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InvalidInput, Overloaded, PermissionDenied, Unauthenticated, Unavailable
+from gateway.ops.request_log import note_tenant
 from gateway.ops.shutdown import Drain
 
 
@@ -298,6 +299,8 @@ class Admission:
     def admitted(self, tenant: Tenant | None) -> Iterator[None]:
         """The request counted for the drain and within its tenant's in-flight limit (OVERLOADED
         beyond it), with ``tenant`` as the current caller, for the block."""
+        if tenant is not None:
+            note_tenant(tenant.name)
         with self._inflight.hold(tenant), self.drain.track(), acting_as(tenant):
             yield
 

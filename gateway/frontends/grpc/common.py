@@ -14,6 +14,7 @@ from gateway.core import RequestContext
 from gateway.errors import TaskgateError, internal, new_request_id
 from gateway.frontends.wire_codes import wire_code
 from gateway.ops.access import current_tenant
+from gateway.ops.request_log import current_record
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,11 @@ def task_rpc(handler: TaskHandler) -> Wrapped:
 
 
 def request_context(context: Context) -> RequestContext:
-    """The request id (the caller's x-request-id, or a new one) and the gRPC deadline."""
+    """The request id (the call's record's: the caller's x-request-id, checked, or a new one;
+    see ``frontends.grpc.observe``) and the gRPC deadline."""
     remaining = context.time_remaining()
     deadline = time.monotonic() + remaining if remaining is not None else None
-    rid = metadata(context, REQUEST_ID_KEY) or new_request_id()
+    rid = call_request_id(context)
     return RequestContext(request_id=rid, deadline=deadline, tenant=current_tenant())  # set by access_gate
 
 
@@ -75,8 +77,18 @@ async def _guarded(context: Context, name: str, call: Callable[[RequestContext],
         await abort(context, internal(request_id), request_id)
 
 
+def call_request_id(context: Context) -> str:
+    record = current_record()
+    if record is not None:
+        return record.request_id
+    return metadata(context, REQUEST_ID_KEY) or new_request_id()
+
+
 async def abort(context: Context, exc: TaskgateError, request_id: str) -> None:
     trailers: list[tuple[str, str]] = [(REQUEST_ID_KEY, request_id)]
+    record = current_record()
+    if record is not None and record.traceparent:
+        trailers.append(("traceparent", record.traceparent))
     if exc.retry_after_s is not None:
         trailers.append(("retry-after", str(int(max(1, exc.retry_after_s)))))
     context.set_trailing_metadata(tuple(trailers))

@@ -24,8 +24,9 @@ from typing import Any, NoReturn
 
 import grpc
 
-from gateway.errors import InvalidInput, PayloadTooLarge, RouteNotFound, TaskgateError, new_request_id
-from gateway.frontends.grpc.common import REQUEST_ID_KEY, Context, abort, metadata
+from gateway.errors import InvalidInput, PayloadTooLarge, RouteNotFound, TaskgateError
+from gateway.frontends.grpc.common import Context, abort, call_request_id
+from gateway.ops.request_log import keep_request_payload
 
 DEPLOY_METHOD = "/caikit.runtime.models.ModelManagement/DeployModel"
 # training data rides inline in these requests: they get the deploy limit too
@@ -97,6 +98,7 @@ def _unary_request(
                 request = deserialize(raw)
             except TaskgateError as exc:
                 await refuse(context, exc)
+            keep_request_payload(request)
             await _write_all(behaviour(request, context), context)
 
         return stream_out
@@ -106,6 +108,7 @@ def _unary_request(
             request = deserialize(raw)
         except TaskgateError as exc:
             await refuse(context, exc)
+        keep_request_payload(request)
         return await behaviour(request, context)
 
     return unary_out
@@ -171,7 +174,7 @@ def _unknown_method(method: str) -> grpc.RpcMethodHandler:
 
 async def refuse(context: Context, error: TaskgateError) -> NoReturn:
     """Abort the call with ``error``'s code from the one table (and the request id trailer)."""
-    await abort(context, error, metadata(context, REQUEST_ID_KEY) or new_request_id())
+    await abort(context, error, call_request_id(context))
     raise AssertionError("context.abort returned")  # it raises AbortError
 
 

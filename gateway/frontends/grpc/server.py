@@ -27,12 +27,14 @@ from gateway.frontends.grpc.management import (
     ModelControlServicer,
     ModelMeshRuntimeServicer,
 )
+from gateway.frontends.grpc.observe import ObserveCalls
 from gateway.frontends.grpc.tuning import TuningServicer
 from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.models.info import models_info, runtime_info
 from gateway.models.management import ModelManagement
 from gateway.ops import tls
 from gateway.ops.access import Admission
+from gateway.ops.request_log import RequestObserver
 from gateway.settings import RegistrySettings, ServerSettings
 from gateway.tuning.service import TuningService
 from gateway.wire import caikit_data_model_common_runtime_pb2 as runtime_pb2
@@ -114,9 +116,10 @@ async def start_grpc(
     large = {method: settings.max_deploy_bytes for method in (DEPLOY_METHOD, *TRAIN_METHODS)}
     guard = RequestGuard(settings.max_request_bytes, large)
     admission = admission if admission is not None else Admission()
+    # outermost: every call is recorded (refusals included); the guard innermost
+    observer = RequestObserver(core.metrics, access=settings.access_log, payloads=settings.log_payloads)
     server = grpc.aio.server(
-        # the guard innermost: per-method limits below this server-wide one (deploys carry files)
-        interceptors=[AccessGate(admission), guard],
+        interceptors=[ObserveCalls(observer), AccessGate(admission), guard],
         options=[
             ("grpc.max_receive_message_length", largest),
             # Responses may be larger than their request (rerank echoes the documents for every

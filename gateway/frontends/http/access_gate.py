@@ -24,9 +24,9 @@ import re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import TaskgateError, Unauthenticated, new_request_id
-from gateway.frontends.http.common import REQUEST_ID_HEADER
 from gateway.frontends.http.errors import ErrorBodies, error_response
 from gateway.ops.access import Admission, Probe, Right, Route, bearer_key
+from gateway.ops.request_log import current_request_id
 
 LIVENESS_PATHS = frozenset({"/health", "/v2/health/live", "/metrics"})
 _READINESS = re.compile(r"/v2/health/ready|/v2/models/[^/]+(/versions/[^/]+)?/ready")
@@ -72,7 +72,7 @@ class AccessGate:
                 tenant = self.admission.check(route, key)
                 admitted.enter_context(self.admission.admitted(tenant))
             except TaskgateError as exc:
-                rid = _header(scope, REQUEST_ID_HEADER.encode()) or new_request_id()
+                rid = current_request_id() or new_request_id()
                 response = error_response(exc, rid, self.bodies.body_for(path))
                 if isinstance(exc, Unauthenticated):
                     response.headers["www-authenticate"] = "Bearer"

@@ -25,6 +25,7 @@ from gateway.frontends.http.common import Json, request_id
 from gateway.frontends.http.errors import ErrorBodies, error_response, routing_error
 from gateway.frontends.http.kserve_v2 import kserve_v2_router, v2_error_body
 from gateway.frontends.http.management import management_router
+from gateway.frontends.http.observe import ObserveRequests
 from gateway.frontends.http.openai.api import openai_router
 from gateway.frontends.http.openai.errors import openai_error_body
 from gateway.frontends.http.openai.tuning import install_openai_tuning
@@ -34,6 +35,7 @@ from gateway.frontends.kserve_v2 import KServeV2Service
 from gateway.models.info import models_info, runtime_info
 from gateway.models.management import ModelManagement
 from gateway.ops.access import Admission
+from gateway.ops.request_log import RequestObserver
 from gateway.settings import ServerSettings
 from gateway.tuning.service import TuningService
 
@@ -59,7 +61,9 @@ def create_app(
     app.add_middleware(
         BodyLimit, limit=settings.max_request_bytes, deploy_limit=settings.max_deploy_bytes, bodies=bodies
     )
-    app.add_middleware(AccessGate, admission=admission or Admission(), bodies=bodies)  # outermost
+    app.add_middleware(AccessGate, admission=admission or Admission(), bodies=bodies)
+    observer = RequestObserver(core.metrics, access=settings.access_log, payloads=settings.log_payloads)
+    app.add_middleware(ObserveRequests, observer=observer)  # outermost: every answer is recorded
     install_caikit_openapi(app)
     app.include_router(management_router(management, core))
     app.include_router(caikit_task_router(core))

@@ -6,6 +6,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge, new_request_id
 from gateway.frontends.http.errors import ErrorBodies, error_response
+from gateway.ops.request_log import current_request_id
 
 # POST routes whose bodies carry files or training data: they get the deploy limit
 LARGE_BODIES = frozenset(
@@ -38,7 +39,9 @@ class BodyLimit:
         body = self.bodies.body_for(path)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await error_response(too_large, new_request_id(), body)(scope, receive, send)
+                await error_response(too_large, current_request_id() or new_request_id(), body)(
+                    scope, receive, send
+                )
                 return
         seen = 0
         refused = False
@@ -49,7 +52,8 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > limit and not refused:
                 refused = True
-                await error_response(too_large, new_request_id(), body)(scope, receive, send)
+                rid = current_request_id() or new_request_id()
+                await error_response(too_large, rid, body)(scope, receive, send)
                 return {"type": "http.disconnect"}
             return message
 

@@ -14,6 +14,7 @@ from fastapi import Request
 from gateway.core import RequestContext
 from gateway.errors import Cancelled, InvalidInput, new_request_id
 from gateway.ops.access import current_tenant
+from gateway.ops.request_log import current_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
 TIMEOUT_HEADER = "x-request-timeout-ms"  # the HTTP counterpart of a gRPC deadline
@@ -22,10 +23,14 @@ T = TypeVar("T")
 
 
 def request_id(request: Request) -> str:
-    """The caller's x-request-id, or one made once per request and kept on its state."""
-    value: str | None = getattr(request.state, "request_id", None)
+    """The request's id: its record's (the caller's x-request-id, checked, or a new one; see
+    ``frontends.http.observe``); without a record, one made once and kept on its state."""
+    value = current_request_id()
+    if value is not None:
+        return value
+    value = getattr(request.state, "request_id", None)
     if value is None:
-        value = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+        value = new_request_id()
         request.state.request_id = value
     return value
 

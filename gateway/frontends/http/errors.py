@@ -20,6 +20,7 @@ from gateway.errors import (
 )
 from gateway.frontends.http.common import REQUEST_ID_HEADER, Json, request_id, sse
 from gateway.frontends.wire_codes import wire_code
+from gateway.ops.request_log import note_error
 
 ErrorBody = Callable[[TaskgateError, str], Json]
 
@@ -52,6 +53,7 @@ class ErrorBodies:
 
 
 def error_response(error: TaskgateError, rid: str, body: ErrorBody = caikit_error_body) -> JSONResponse:
+    note_error(error)
     headers = {REQUEST_ID_HEADER: rid}
     if error.retry_after_s is not None:
         headers["retry-after"] = str(int(max(1, error.retry_after_s)))
@@ -60,6 +62,7 @@ def error_response(error: TaskgateError, rid: str, body: ErrorBody = caikit_erro
 
 def sse_error(error: TaskgateError, rid: str, body: ErrorBody = caikit_error_body) -> StreamingResponse:
     """An error before any output: the right status, with the body as one SSE error event."""
+    note_error(error)
 
     async def events() -> AsyncIterator[str]:
         yield sse(body(error, rid))
