@@ -1,16 +1,23 @@
 """Many models in one process: the multiplexer under a memory budget vs everything preloaded.
 
-    .venv/bin/python bench/multiplex.py                          # 200 models, 2 x 60 s (~4 min)
-    .venv/bin/python bench/multiplex.py --models 40 --duration 10 --warmup 3   # smoke
+    .venv/bin/python bench/multiplex.py                          # 200 models, 3 x 60 s (~6 min)
+    .venv/bin/python bench/multiplex.py --duration 15 --warmup 5 --runs lfu-size,lru   # smoke
 
 Prepares (once, under bench/.multiplex/, see bench/multiplex_models.py) ``--models`` small BERT
-encoders with MiniLM's tokenizer in a model store, exported to ONNX. Then two runs of the gateway
+encoders with MiniLM's tokenizer in a model store, exported to ONNX. Then runs of the gateway
 as its own process, each driven by ``--clients`` closed-loop gRPC clients (EmbeddingTaskPredict)
 that pick a model per request by Zipf(s) over the models (p_k ~ k^-s, a seeded rank -> model
-permutation; the same seed in both runs):
+permutation; the same seed in every run):
 
-- budget: ``--memory-budget-bytes`` = ``--fit`` x the mean model size, 2 concurrent loads;
+- lfu-size, lru: ``--memory-budget-bytes`` = ``--fit`` x the mean model size, 2 concurrent
+  loads, ``--eviction-policy`` the run's name (gateway/models/eviction.py);
 - preloaded: no budget, every model loaded (POST /management/models/{id}/load) before traffic.
+
+Against Belady: each budget run records its trace (every request's model, as the clients picked
+them) and the sizes the registry gave (its log); bench/multiplex_policy.py computes Belady's
+offline optimum on them and replays both policies (the cross-check of the measured hit ratio).
+Idle loads: two models of each size class loaded and unloaded one at a time before traffic;
+cold loads under traffic are compared with the idle median of their size class.
 
 Hit ratio, loads and evictions are deltas of the server's counters over the measured window. A
 request that waits for a load another request started counts as a miss; "1 - loads / requests"
@@ -48,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from bench.loadgen import Sample, closed_loop  # noqa: E402
-from bench.multiplex_models import STORE, model_ids, prepare  # noqa: E402
+from bench.multiplex_models import STORE, model_ids, prepare, size_class  # noqa: E402
+from bench.multiplex_policy import POLICIES, Picker, idle_models, policy_lines, replay  # noqa: E402
 from bench.results_name import results_stem  # noqa: E402
 from bench.systems import process  # noqa: E402
 
@@ -89,11 +97,12 @@ class ServerLog:
     """Reads the server's output up to the "Taskgate serving" line, then drains it in a thread
     (as bench/systems.py does), keeping loads, exports and warnings with the time they were read."""
 
-    LOADED = re.compile(r"\bloaded model (\S+) in ([\d.]+) s \((\d+) bytes\)")
+    LOADED = re.compile(r"\bloaded model (\S+) in ([\d.]+) s \((\d+) bytes, (\d+) reserved")
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        self.loads: list[tuple[float, str, float, int]] = []  # (when, model, seconds, size it was given)
+        # (when, model, seconds, size it was given, bytes its load reserved)
+        self.loads: list[tuple[float, str, float, int, int]] = []
         self.exports: list[float] = []
         self.problems: list[str] = []
         for line in proc.stdout:
@@ -109,7 +118,7 @@ class ServerLog:
         for line in stream:
             now = time.monotonic()
             if match := self.LOADED.search(line):
-                self.loads.append((now, match.group(1), float(match.group(2)), int(match.group(3))))
+                self.loads.append((now, match[1], float(match[2]), int(match[3]), int(match[4])))
             elif "exporting" in line:
                 self.exports.append(now)
             if re.search(r"WARNING|ERROR|CRITICAL|Traceback", line):
@@ -135,16 +144,17 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
 
-def serve_command(budget: int, loads: int) -> list[str]:
+def serve_command(budget: int, loads: int, policy: str) -> list[str]:
     args = [
         "serve", "--model-store", str(STORE), "--grpc-port", "0", "--http-port", "0", "--log-level", "info",
     ]  # fmt: skip
     flags = ["--memory-budget-bytes", str(budget), "--max-concurrent-loads", str(loads)] if budget else []
+    flags += ["--eviction-policy", policy] if budget else []
     return [sys.executable, "-m", "gateway.cli", *args, *flags]
 
 
 async def traffic(
-    server: ServerLog, sampler: RssSampler, pick: Callable[[], str], args: argparse.Namespace
+    server: ServerLog, sampler: RssSampler, pick: Picker, args: argparse.Namespace
 ) -> tuple[Sample, Counter[str], Counter[str], Counter[str], tuple[float, float]]:
     import grpc
 
@@ -168,6 +178,7 @@ async def traffic(
         await closed_loop(call, args.clients, args.warmup, warmup_s=0.0)
         errors.clear()
         before, started = await asyncio.to_thread(scrape, server.http), time.monotonic()
+        pick.start = len(pick.trace)
         sample = await closed_loop(call, args.clients, args.duration, warmup_s=0.0)
         window = (started, time.monotonic())
         after = await asyncio.to_thread(scrape, server.http)
@@ -176,7 +187,7 @@ async def traffic(
 
 def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argparse.Namespace) -> dict:
     print(f"--- {name} run", flush=True)
-    with process(serve_command(budget, 2)) as proc:
+    with process(serve_command(budget, 2, name)) as proc:
         server = ServerLog(proc)
         sampler = RssSampler(proc.pid)
         sampler.start()
@@ -188,7 +199,12 @@ def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argpars
         for probe in ranked[-2:]:
             http.post(f"/management/models/{probe}/load").raise_for_status()
             http.post(f"/management/models/{probe}/unload").raise_for_status()
+        idle_from = time.monotonic()
+        for probe in idle_models(ranked[:-2], size_class, 2):  # one at a time, quiet: idle loads
+            http.post(f"/management/models/{probe}/load").raise_for_status()
+            http.post(f"/management/models/{probe}/unload").raise_for_status()
         time.sleep(1.0)
+        idle_loads = [(mid, secs) for at, mid, secs, _, _ in server.loads if at >= idle_from]
         overhead = rss(proc.pid)
         preload_s = 0.0
         if not budget:
@@ -197,12 +213,9 @@ def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argpars
                 http.post(f"/management/models/{mid}/load").raise_for_status()
             preload_s = time.perf_counter() - began
         rss_ready = rss(proc.pid)
-        rng = random.Random(args.seed + 1)  # the same request sequence in both runs
+        rng = random.Random(args.seed + 1)  # the same request sequence in every run
         cum = list(itertools.accumulate(zipf(len(ids), args.zipf)))
-
-        def pick() -> str:
-            return rng.choices(ranked, cum_weights=cum)[0]
-
+        pick = Picker(lambda: rng.choices(ranked, cum_weights=cum)[0])
         sample, errors, before, after, (t0, t1) = asyncio.run(traffic(server, sampler, pick, args))
         peak = sampler.peak
         time.sleep(0.5)  # let the drain thread catch up with the window's last log lines
@@ -216,7 +229,7 @@ def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argpars
     delta = after - before
     hits, misses = delta["hit"], delta["miss"]
     in_window = [load for load in server.loads if t0 <= load[0] <= t1]
-    load_times = [secs for _, _, secs, _ in in_window]
+    load_times = [secs for _, _, secs, _, _ in in_window]
     loads = delta["taskgate_model_load_seconds_count"]
     waits = delta["taskgate_model_load_wait_seconds_count"]
     result = {
@@ -247,10 +260,17 @@ def run(name: str, budget: int, ids: list[str], ranked: list[str], args: argpars
         "loaded_at_end": len(loaded),
         "loaded_bytes_at_end": sum(m["size_bytes"] for m in loaded),
         "loadgen_cpu": sample.cpu_share,
-        "sizes_in_window": [(mid, size) for _, mid, _, size in in_window],
+        "sizes_in_window": [(mid, size) for _, mid, _, size, _ in in_window],
         "server_problems": server.problems[:10],
     }
-    print(json.dumps({k: v for k, v in result.items() if k != "server_problems"}), flush=True)
+    if budget:
+        loads_seen = [(mid, size, reserved) for _, mid, _, size, reserved in server.loads]
+        window_loads = [(mid, secs) for _, mid, secs, _, _ in in_window]
+        result.update(
+            replay(pick, budget, loads_seen, idle_loads, window_loads, size_class, args.aging_requests)
+        )
+    shown = {k: v for k, v in result.items() if k not in ("server_problems", "trace", "sizes_in_window")}
+    print(json.dumps(shown), flush=True)
     return result
 
 
@@ -305,27 +325,27 @@ def report(
         f"packed into the budget's bytes: {best_bytes:.3f}"
     )
     by_run = {r["run"]: r for r in results}
-    if "budget" in by_run:
-        ours = by_run["budget"]
-        hit, no_load = ours["hit_ratio"], ours["request_no_load_ratio"]
+    for ours in (r for r in results if r["budget_bytes"]):
+        name, hit, no_load = ours["run"], ours["hit_ratio"], ours["request_no_load_ratio"]
         lines.append(
-            f"- LRU hit ratio (budget run): {hit:.3f} = {hit / best_k:.2f} x the best static; "
+            f"- {name} hit ratio: {hit:.3f} = {hit / best_k:.2f} x the best static; "
             f"1 - loads / requests: {no_load:.3f} = {no_load / best_k:.2f} x"
         )
         bound = budget + ours["rss_overhead_bytes"]
         lines.append(
-            f"- peak RSS / (budget + overhead) = {ours['peak_rss_bytes'] / MB:.0f} / {bound / MB:.0f} MB "
-            f"= {ours['peak_rss_bytes'] / bound:.2f}"
+            f"- {name}: peak RSS / (budget + overhead) = {ours['peak_rss_bytes'] / MB:.0f} / "
+            f"{bound / MB:.0f} MB = {ours['peak_rss_bytes'] / bound:.2f}"
         )
         served = budget + ours["rss_after_unload_all_bytes"]  # the overhead once traffic warmed it
         lines.append(
-            f"- peak RSS / (budget + RSS with every model unloaded after the traffic) = "
+            f"- {name}: peak RSS / (budget + RSS with every model unloaded after the traffic) = "
             f"{ours['peak_rss_bytes'] / MB:.0f} / {served / MB:.0f} MB "
             f"= {ours['peak_rss_bytes'] / served:.2f}"
         )
-    if {"budget", "preloaded"} <= by_run.keys() and by_run["preloaded"]["requests_per_s"]:
-        ratio = by_run["budget"]["requests_per_s"] / by_run["preloaded"]["requests_per_s"]
-        lines.append(f"- throughput(budget) / throughput(preloaded) = {ratio:.2f}")
+        if "preloaded" in by_run and by_run["preloaded"]["requests_per_s"]:
+            ratio = ours["requests_per_s"] / by_run["preloaded"]["requests_per_s"]
+            lines.append(f"- throughput({name}) / throughput(preloaded) = {ratio:.2f}")
+    lines += policy_lines(results)
     if "preloaded" in by_run:
         pre = by_run["preloaded"]
         held = pre["rss_ready_bytes"] - pre["rss_overhead_bytes"]
@@ -356,7 +376,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of traffic before measuring")
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", default="budget,preloaded")
+    parser.add_argument(
+        "--runs", default=",".join((*POLICIES, "preloaded")), help="policies and/or preloaded"
+    )
+    parser.add_argument("--aging-requests", type=int, default=1000, help="lfu-size's aging in the replays")
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
     args.stem = results_stem(
@@ -369,9 +392,13 @@ def main() -> None:
     ranked = ids[:]
     random.Random(args.seed).shuffle(ranked)  # rank k (most popular first) -> model
     budget = int(args.fit * statistics.mean(sizes.values()))
-    results = [
-        run(name, budget if name == "budget" else 0, ids, ranked, args) for name in args.runs.split(",")
-    ]
+    names = args.runs.split(",")
+    unknown = set(names) - {*POLICIES, "preloaded"}
+    if unknown:
+        parser.error(
+            f"unknown runs: {', '.join(sorted(unknown))} (policies: {', '.join(POLICIES)}, preloaded)"
+        )
+    results = [run(name, 0 if name == "preloaded" else budget, ids, ranked, args) for name in names]
     report(args, sizes, ranked, budget, results)
 
 

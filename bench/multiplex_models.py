@@ -29,6 +29,11 @@ def model_ids(count: int) -> list[str]:
     return [model_id(i) for i in range(count)]
 
 
+def size_class(mid: str) -> int:
+    """The hidden size of model ``mid``, which sets its size class."""
+    return HIDDEN[int(mid.rsplit("-", 1)[1]) % len(HIDDEN)]
+
+
 def _write_manifest(index: int, source: Path) -> None:
     folder = STORE / model_id(index)
     folder.mkdir(parents=True, exist_ok=True)
