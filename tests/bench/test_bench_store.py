@@ -26,6 +26,8 @@ BENCHMARKS = (
     "bench.multiplex",
     "bench.adapters_mixed",
     "bench.tuning_beside_serving",
+    "bench.overload",
+    "bench.soak",
 )
 
 
