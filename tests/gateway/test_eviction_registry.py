@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
+from gateway.errors import ModelNotFound
 from gateway.metrics import Metrics
 from gateway.models.registry import LoadedModel, ModelRegistry
 from gateway.models.store import ModelStore
@@ -85,3 +87,21 @@ async def test_lfu_size_never_evicts_a_model_in_use_and_stays_within_the_budget(
     assert registry.load_count - loads_before == len(evicted) + len(registry.loaded_ids()) - 2
     assert registry.loaded_bytes <= budget
     await registry.unload_all()
+
+
+async def test_the_policy_counts_only_models_the_store_holds(tmp_path: Path, tiny_store: Path) -> None:
+    for model_id in (A, B):
+        shutil.copytree(tiny_store / model_id, tmp_path / model_id)
+    registry = make(tmp_path, 0, "lfu-size")
+    for index in range(50):
+        with pytest.raises(ModelNotFound):
+            await registry.get(f"nope-{index}")
+    await registry.get(A)
+    await registry.get(B)
+    assert registry._policy.tracked() == {A, B}  # nothing of the unknown ids
+    shutil.rmtree(tmp_path / B)
+    assert await registry.forget_missing() == [B]
+    assert registry._policy.tracked() == {A}
+    await registry.unload_all()
+    registry.forget(A)
+    assert registry._policy.tracked() == set()
