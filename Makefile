@@ -52,3 +52,6 @@ bench: install
 	$(BIN)/python bench/doors.py
 	$(BIN)/python bench/adapters_mixed.py
 	$(BIN)/python bench/tuning_beside_serving.py
+	$(BIN)/python bench/overload.py || true   # prints its pass / fail lines; exit 1 on a failed target
+	$(BIN)/python bench/soak.py || true
+	$(BIN)/python bench/report.py
