@@ -36,6 +36,14 @@ from gateway.metrics import Metrics
 from gateway.models.eviction import RoomKeeper, make_policy
 from gateway.models.memory import SizeMeter, trim_heap
 from gateway.models.model_settings import check_settings
+from gateway.models.status import (
+    DiskView,
+    disk_view,
+    estimate_size,
+    pinned_by_manifest,
+    unreadable_status,
+)
+from gateway.models.status import ModelStatus as ModelStatus  # re-exported: callers import it here
 from gateway.models.store import ManifestError, ModelManifest, ModelStore, validate_model_id
 from gateway.settings import RegistrySettings
 from gateway.tasks import Task
@@ -61,25 +69,6 @@ class LoadedModel:
     @property
     def model_id(self) -> str:
         return self.manifest.model_id
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    model_id: str
-    state: str  # NOT_LOADED, LOADING, LOADED, FAILED
-    tasks: tuple[str, ...]
-    runtime: str
-    source: str
-    size_bytes: int
-    estimated_size_bytes: int
-    pinned: bool
-    hits: int
-    misses: int
-    inflight: int
-    last_used: float
-    load_seconds: float
-    reason: str = ""
-    folder: str = ""  # the model's folder in the store (Caikit's model_path)
 
 
 @dataclass
@@ -190,7 +179,7 @@ class ModelRegistry:
         else:
             self._pins.discard(model_id)
         if model_id in self._loaded:
-            self._loaded[model_id].pinned = pinned or _pinned_by_manifest(self._loaded[model_id].manifest)
+            self._loaded[model_id].pinned = pinned or pinned_by_manifest(self._loaded[model_id].manifest)
 
     def on_unload(self, listener: Callable[[LoadedModel], Awaitable[None]]) -> None:
         """``await listener(model)`` after a model drained, before its runtime unloads."""
@@ -301,22 +290,8 @@ class ModelRegistry:
             raise ModelNotFound(f"model {model_id!r} is not in the model store")
         return self._status(model_id, manifest, estimate)
 
-    def _disk_view(self, model_ids: list[str] | None) -> dict[str, tuple[ModelManifest | str | None, int]]:
-        """Per model (None: every model of the store): its manifest (or why it cannot be read;
-        None: not in the store) and the size to show when it is not loaded. Reads files: run it
-        in a thread."""
-        view: dict[str, tuple[ModelManifest | str | None, int]] = {}
-        for model_id in self.store.model_ids() if model_ids is None else model_ids:
-            try:
-                manifest = self.store.manifest(model_id)
-            except ModelNotFound:
-                view[model_id] = (None, 0)
-                continue
-            except (ManifestError, TaskgateError) as exc:
-                view[model_id] = (str(exc), 0)
-                continue
-            view[model_id] = (manifest, self._sizes.get(model_id) or _estimate_size(manifest))
-        return view
+    def _disk_view(self, model_ids: list[str] | None) -> DiskView:
+        return disk_view(self.store, self._sizes, model_ids)
 
     # -- loading -------------------------------------------------------------------------
     def _start_load(self, model_id: str) -> asyncio.Future[LoadedModel]:
@@ -371,7 +346,7 @@ class ModelRegistry:
                 await self._room.make_room(need, model_id)
                 with self._room.reserve(need):
                     model = await asyncio.to_thread(self._load_sync, manifest, need)
-                model.pinned = model_id in self._pins or _pinned_by_manifest(manifest)
+                model.pinned = model_id in self._pins or pinned_by_manifest(manifest)
                 self._sizes[model_id] = model.size_bytes
                 self._loaded[model_id] = model
                 await self._room.make_room(0, model_id)  # the measured size may exceed the estimate
@@ -400,7 +375,7 @@ class ModelRegistry:
 
     def _load_need(self, manifest: ModelManifest) -> int:
         """Bytes to hold for a load while it runs: its remembered size, or its peak when larger."""
-        files = _estimate_size(manifest)
+        files = estimate_size(manifest)
         known = self._sizes.get(manifest.model_id) or files
         if not self.settings.measure_rss:
             return known
@@ -465,9 +440,9 @@ class ModelRegistry:
 
     def _status(self, model_id: str, manifest: ModelManifest | str | None, estimate: int) -> ModelStatus:
         if not isinstance(manifest, ModelManifest):
-            reason = manifest or "not in the model store"
-            folder = str(self.store.root / model_id)
-            return ModelStatus(model_id, "FAILED", (), "", "", 0, 0, False, 0, 0, 0, 0.0, 0.0, reason, folder)
+            return unreadable_status(
+                model_id, manifest or "not in the model store", self.store.root / model_id
+            )
         loaded = self._loaded.get(model_id)
         failure = self._failed.get(model_id)
         if loaded:
@@ -484,7 +459,7 @@ class ModelRegistry:
             source=str(manifest.source),
             size_bytes=loaded.size_bytes if loaded else 0,
             estimated_size_bytes=self._sizes.get(model_id) or estimate,
-            pinned=model_id in self._pins or _pinned_by_manifest(manifest),
+            pinned=model_id in self._pins or pinned_by_manifest(manifest),
             hits=loaded.hits if loaded else 0,
             misses=self._misses.get(model_id, 0),
             inflight=loaded.inflight if loaded else 0,
@@ -493,20 +468,6 @@ class ModelRegistry:
             reason=failure.reason if failure and not loaded else "",
             folder=str(manifest.folder),
         )
-
-
-def _pinned_by_manifest(manifest: ModelManifest) -> bool:
-    return bool(manifest.settings.get("pinned"))
-
-
-def _estimate_size(manifest: ModelManifest) -> int:
-    """Bytes of the model's source files (what ModelMesh's predictModelSize does from disk)."""
-    source = manifest.source
-    if source.is_file():
-        return source.stat().st_size
-    if not source.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in source.rglob("*") if p.is_file() and p.suffix != ".md")
 
 
 def _check_tasks(manifest: ModelManifest, runtime: Runtime[Any, Any]) -> None:
