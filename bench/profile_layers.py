@@ -190,6 +190,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="profiled seconds per transport")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--label", default="", help="results name suffix, e.g. before / after")
+    parser.add_argument(
+        "--serve-args", default="", help="more `taskgate serve` flags, e.g. '--event-loop asyncio'"
+    )
     parser.add_argument("--from-raw", type=Path, help="only print the table of a saved raw profile")
     parser.add_argument("--cpu-ms", type=float, help="with --from-raw: the CPU ms per request it had")
     parser.add_argument(
@@ -203,7 +206,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    system = Taskgate(True, prepare_store(STORE))
+    system = Taskgate(True, prepare_store(STORE), extra=tuple(args.serve_args.split()))
     runs = []
     with system.serve() as running:
         for transport in args.transports.split(","):

@@ -74,8 +74,11 @@ def process(command: list[str], env: dict[str, str] | None = None) -> Iterator[s
 class Taskgate:
     """Taskgate itself, with batching on (``batching=True``) or forced off (max_batch_size 1)."""
 
-    def __init__(self, batching: bool, store: Path, workers: int = 2, intra_op: int = 1) -> None:
+    def __init__(
+        self, batching: bool, store: Path, workers: int = 2, intra_op: int = 1, extra: tuple[str, ...] = ()
+    ) -> None:
         self.batching = batching
+        self.extra = extra  # more `taskgate serve` flags
         self.store = store
         self.workers = workers
         self.intra_op = intra_op
@@ -88,7 +91,7 @@ class Taskgate:
             sys.executable, "-m", "gateway.cli", "serve", "--model-store", str(self.store),
             "--grpc-port", "0", "--http-port", "0", "--preload", MODEL,
             "--intra-op-threads", str(self.intra_op), "--model-workers", str(self.workers),
-            "--log-level", "warning", "--max-inflight-per-model", "1024",
+            "--log-level", "warning", "--max-inflight-per-model", "1024", *self.extra,
         ]  # fmt: skip
         with process(command) as proc:
             match = wait_for_line(proc, r"gRPC (\S+)\s+HTTP (\S+)")
