@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench.tuning_beside_serving",
     "bench.overload",
     "bench.soak",
+    "bench.quantized",
 )
 
 
