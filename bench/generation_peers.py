@@ -139,7 +139,7 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-def _venv_imports(python: Path, module: str) -> bool:
+def venv_imports(python: Path, module: str) -> bool:
     if not python.is_file():
         return False
     done = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, check=False)
@@ -205,7 +205,7 @@ async def _llama_measure(url: str, streams: dict[int, list[str]], tokens: int, r
 
 
 def llama_cpp(gguf: Path, streams: dict[int, list[str]], tokens: int, repeats: int) -> System:
-    if not _venv_imports(LLAMA_PYTHON, "llama_cpp.server"):
+    if not venv_imports(LLAMA_PYTHON, "llama_cpp.server"):
         return System("llama.cpp server", "", missing=f"not installed: {INSTALL['llamacpp']}")
     port = _free_port()
     command = [
@@ -241,7 +241,7 @@ def ort_genai(hf_folder: Path, streams: dict[int, list[str]], tokens: int, repea
     variants = [("int4", "engine"), ("int4", "static"), ("fp32", "static")]
     label = {"engine": "Engine API (continuous batching)", "static": "static batch of N (og.Generator)"}
     names = [f"ORT GenAI {p} {'Engine' if m == 'engine' else 'static batch'}" for p, m in variants]
-    if not _venv_imports(GENAI_PYTHON, "onnxruntime_genai"):
+    if not venv_imports(GENAI_PYTHON, "onnxruntime_genai"):
         return [System(name, "", missing=f"not installed: {INSTALL['genai']}") for name in names]
     work = {"tokens": tokens, "repeats": repeats, "streams": {str(n): t for n, t in streams.items()}}
     systems = []

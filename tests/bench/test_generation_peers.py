@@ -17,7 +17,21 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from bench.generation_peers import GENAI_PYTHON, PEERS_DIR, Cell, System, fastest, ratio_vs_fastest, table
+import bench.generation_peers as peers_module
+from bench.generation_peers import (
+    GENAI_PYTHON,
+    LLAMA_PYTHON,
+    PEERS_DIR,
+    Cell,
+    System,
+    chat_prompt,
+    fastest,
+    llama_cpp,
+    ort_genai,
+    ratio_vs_fastest,
+    table,
+    venv_imports,
+)
 from bench.peers.genai_tokenizer import fix_tokenizer_file, needs_fix
 from runtimes.gguf_convert import TokenizerFixes, convert_cached
 from tests.generation_models import SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf
@@ -78,6 +92,39 @@ def test_table_says_when_no_peer_was_measured() -> None:
     assert "- Taskgate / fastest peer at N=1: no peer measured" in text.splitlines()
 
 
+def test_a_peer_without_its_venv_is_a_not_installed_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers_module, "LLAMA_PYTHON", tmp_path / "none" / "bin" / "python")
+    monkeypatch.setattr(peers_module, "GENAI_PYTHON", tmp_path / "none" / "bin" / "python")
+    streams = {1: [chat_prompt("Say hi")]}
+    llama = llama_cpp(smollm_gguf(), streams, tokens=4, repeats=1)
+    assert llama.missing == "not installed: bash bench/peers/setup.sh llamacpp" and not llama.cells
+    genai = ort_genai(tmp_path, streams, tokens=4, repeats=1)
+    assert [g.name for g in genai] == [
+        "ORT GenAI int4 Engine",
+        "ORT GenAI int4 static batch",
+        "ORT GenAI fp32 static batch",
+    ]
+    assert all(g.missing == "not installed: bash bench/peers/setup.sh genai" and not g.cells for g in genai)
+
+
+@pytest.mark.skipif(
+    not venv_imports(LLAMA_PYTHON, "llama_cpp.server"),
+    reason="no bench/.venv-llamacpp (bench/peers/setup.sh llamacpp)",
+)
+def test_llama_cpp_server_streams_exactly_the_tokens_asked_and_answers() -> None:
+    streams = {
+        1: [chat_prompt("Say hi")],
+        2: [chat_prompt("Why is the sky blue?"), chat_prompt("Count to ten.")],
+    }
+    system = llama_cpp(smollm_gguf(), streams, tokens=6, repeats=1)
+    assert system.missing is None and set(system.cells) == {1, 2}
+    for cell in system.cells.values():
+        assert cell.short == 0 and cell.tokens_per_s > 0 and 0 < cell.ttft_p50_ms <= cell.ttft_p99_ms
+    assert system.answer  # the greedy answer to QUESTION, right or not (the table says which)
+
+
 @pytest.fixture(scope="module")
 def gguf_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of SmolLM2's GGUF-converted tokenizer.json (converted here when no test did)."""
@@ -129,7 +176,10 @@ def _worker(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GENAI_PYTHON.is_file(), reason="no bench/.venv-genai (bench/peers/setup.sh genai)")
+@pytest.mark.skipif(
+    not venv_imports(GENAI_PYTHON, "onnxruntime_genai"),
+    reason="no bench/.venv-genai (bench/peers/setup.sh genai)",
+)
 def test_ort_genai_round_trips_a_sentence_only_with_the_bytelevel_fix(
     gguf_tokenizer: Path, tmp_path: Path
 ) -> None:
