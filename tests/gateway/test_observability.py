@@ -149,25 +149,33 @@ def test_generation_tokens_time_to_first_token_and_gaps_move(
         for line in reply.iter_lines():
             if line.startswith("data: "):
                 streamed = json.loads(line[6:])["details"]["generated_tokens"]
+    stream = stub.ServerStreamingTextGenerationTaskPredict(
+        nlp.ServerStreamingTextGenerationTaskRequest(text=GEN_PROMPT, max_new_tokens=8),
+        metadata=(*meta, ("x-request-id", "grpc-stream-1")),
+        timeout=300,
+    )
+    chunks = list(stream)
+    assert dict(stream.trailing_metadata())["x-request-id"] == "grpc-stream-1"  # a stream, on success
     ttft = "taskgate_time_to_first_token_seconds_count"
     _, after = scrape_when(
-        http, lambda now: value(now, ttft, model=SMOL) >= value(before, ttft, model=SMOL) + 2
+        http, lambda now: value(now, ttft, model=SMOL) >= value(before, ttft, model=SMOL) + 3
     )
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    tokens = unary.generated_tokens + streamed
-    assert unary.generated_tokens > 1 and streamed > 1
+    grpc_streamed = chunks[-1].details.generated_tokens
+    tokens = unary.generated_tokens + streamed + grpc_streamed
+    assert unary.generated_tokens > 1 and streamed > 1 and grpc_streamed > 1
     assert moved("taskgate_generated_tokens_total", model=SMOL) == tokens
-    assert moved("taskgate_time_to_first_token_seconds_count", model=SMOL) == 2
-    assert moved("taskgate_inter_token_seconds_count", model=SMOL) == tokens - 2
+    assert moved("taskgate_time_to_first_token_seconds_count", model=SMOL) == 3
+    assert moved("taskgate_inter_token_seconds_count", model=SMOL) == tokens - 3  # gaps: n - 1 each
     assert moved("taskgate_inter_token_seconds_sum", model=SMOL) > 0
     split = {"model": SMOL, "task": "text-generation"}
-    assert moved("taskgate_request_model_seconds_count", **split) == 2
+    assert moved("taskgate_request_model_seconds_count", **split) == 3
     assert moved("taskgate_request_model_seconds_sum", **split) > 0
     total = "taskgate_requests_total"
-    assert moved(total, **requests(SMOL, "text-generation", "grpc", "caikit", "OK")) == 1
+    assert moved(total, **requests(SMOL, "text-generation", "grpc", "caikit", "OK")) == 2
     assert moved(total, **requests(SMOL, "text-generation", "http", "caikit", "OK")) == 1
     assert ("taskgate_generation_sequences_running", (("model", SMOL),)) in after
     assert value(after, "taskgate_generation_sequences_waiting", model=SMOL) == 0
