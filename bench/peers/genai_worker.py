@@ -79,12 +79,20 @@ def build(hf: Path, out: Path, precision: str, cache: Path) -> None:
 
 
 # -- measure -------------------------------------------------------------------------------
-def load(model_dir: Path, threads: int) -> tuple[Any, Any]:
+def load(model_dir: Path, threads: int, engine_batch: int = 0, max_length: int = 0) -> tuple[Any, Any]:
+    """Model and tokenizer; ``engine_batch`` > 0 lets the Engine hold that many requests at once,
+    each with a KV cache of ``max_length`` positions (the config's is the model's 8192)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(model_dir))
     options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-    config.overlay(json.dumps({"model": {"pad_token_id": PAD_ID, "decoder": {"session_options": options}}}))
+    overlay: dict[str, Any] = {"model": {"pad_token_id": PAD_ID, "decoder": {"session_options": options}}}
+    if engine_batch:
+        # The CPU model (no paged attention) runs the Engine on static batch slots, 4 by default:
+        # as many as the most concurrent streams, so no request waits for a slot.
+        overlay["engine"] = {"static_batching": {"max_batch_size": engine_batch}}
+        overlay["search"] = {"max_length": max_length}  # as og.Generator's: prompt + new tokens
+    config.overlay(json.dumps(overlay))
     model = og.Model(config)
     return model, og.Tokenizer(model)
 
@@ -155,9 +163,16 @@ def run_engine(engine: Any, tokenizer: Any, texts: list[str], tokens: int) -> tu
 def measure(model_dir: Path, mode: str, work: dict[str, Any], threads: int) -> None:
     import onnxruntime_genai as og
 
-    model, tokenizer = load(model_dir, threads)
     tokens, repeats = int(work["tokens"]), int(work["repeats"])
+    most = max(len(texts) for texts in work["streams"].values())
+    # characters bound tokens from above (every token spells at least one character)
+    longest = max(len(text) for texts in work["streams"].values() for text in texts)
+    engine_batch = most if mode == "engine" else 0
+    model, tokenizer = load(model_dir, threads, engine_batch=engine_batch, max_length=longest + tokens)
     engine = og.Engine(model) if mode == "engine" else None
+    if engine is not None:
+        slots = engine.get_capabilities().configured_max_batch_size
+        print(f"ORT GenAI Engine: {slots} batch slots", file=sys.stderr, flush=True)
 
     def once(texts: list[str], n_tokens: int) -> tuple[float, list[float], int]:
         if engine is not None:
