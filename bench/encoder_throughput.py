@@ -59,26 +59,42 @@ class Row:
     loadgen_cpu: float
 
 
-def raw_runtime(store: Path, inputs: str, seconds: float) -> tuple[float, int, float]:
-    """(best rows/s, its batch size, batch-1 p50 ms) with 2 threads x 1 intra-op thread."""
+def raw_runtime(store: Path, inputs: str, seconds: float) -> tuple[float, int, float, float]:
+    """(best rows/s, its batch size, batch-1 p50 ms, batch-1 p50 ms with both cores): 2 threads
+    each calling a session of 1 intra-op thread; the last, one call at a time on a session of 2."""
     from gateway.models.store import ModelStore
     from runtimes.base import ThreadSettings
     from runtimes.onnx_encoder import OnnxEncoder
 
     manifest = ModelStore(store).manifest(MODEL)
-    encoder = OnnxEncoder(
-        source=manifest.source,
-        work_dir=manifest.folder,
-        options={},
-        threads=ThreadSettings(intra_op_threads=1),
-    )
-    encoder.load()
+
+    def session(threads: int) -> OnnxEncoder:
+        encoder = OnnxEncoder(
+            source=manifest.source,
+            work_dir=manifest.folder,
+            options={},
+            threads=ThreadSettings(intra_op_threads=threads, model_workers=1),  # a pool of `threads`
+        )
+        encoder.load()
+        return encoder
+
     text = INPUTS[inputs]
-    latencies = []
-    for _ in range(200):
-        start = time.perf_counter()
-        encoder.run_batch(encoder.tokenize([text], None))
-        latencies.append((time.perf_counter() - start) * 1000)
+
+    def batch1_p50(encoder: OnnxEncoder) -> float:
+        for _ in range(20):  # warm-up
+            encoder.run_batch(encoder.tokenize([text], None))
+        latencies = []
+        for _ in range(200):
+            start = time.perf_counter()
+            encoder.run_batch(encoder.tokenize([text], None))
+            latencies.append((time.perf_counter() - start) * 1000)
+        return statistics.median(latencies)
+
+    wide = session(2)
+    both_cores_p50 = batch1_p50(wide)
+    wide.unload()
+    encoder = session(1)
+    one_thread_p50 = batch1_p50(encoder)
     best = (0.0, 1)
     for batch in (1, 8, 16, 32, 64):
         texts = [text] * batch
@@ -99,7 +115,7 @@ def raw_runtime(store: Path, inputs: str, seconds: float) -> tuple[float, int, f
         rate = sum(counts) / (time.perf_counter() - started)
         best = max(best, (rate, batch))
     encoder.unload()
-    return best[0], best[1], statistics.median(latencies)
+    return best[0], best[1], one_thread_p50, both_cores_p50
 
 
 async def measure(system: object, running: object, args: argparse.Namespace, rows: list[Row]) -> None:
@@ -181,9 +197,14 @@ def main() -> None:
     candidates = {s.name: s for s in systems}
     raw = {}
     for inputs in args.inputs:  # the first load also exports MiniLM into the store, for every system
-        rate, batch, p50 = raw_runtime(store, inputs, args.duration)
-        raw[inputs] = {"rows_per_s": rate, "best_batch": batch, "batch1_p50_ms": p50}
-        print(f"raw ONNX Runtime, {inputs}: {rate:.0f} rows/s at batch {batch}; batch-1 p50 {p50:.2f} ms")
+        rate, batch, p50, p50_2 = raw_runtime(store, inputs, args.duration)
+        raw[inputs] = {
+            "rows_per_s": rate, "best_batch": batch, "batch1_p50_ms": p50, "batch1_p50_2_threads_ms": p50_2,
+        }  # fmt: skip
+        print(
+            f"raw ONNX Runtime, {inputs}: {rate:.0f} rows/s at batch {batch}; batch-1 p50 {p50:.2f} ms "
+            f"(1 thread), {p50_2:.2f} ms (2 threads)"
+        )
     rows: list[Row] = []
     print(HEADER)
     for name in args.systems.split(","):
@@ -207,7 +228,8 @@ def report(args: argparse.Namespace, raw: dict, rows: list[Row], systems: dict) 
     for inputs, value in raw.items():
         lines.append(
             f"- {inputs}: {value['rows_per_s']:.0f} rows/s at batch {value['best_batch']}, "
-            f"batch-1 p50 {value['batch1_p50_ms']:.2f} ms"
+            f"batch-1 p50 {value['batch1_p50_ms']:.2f} ms (1 thread), "
+            f"{value['batch1_p50_2_threads_ms']:.2f} ms (one session of 2 intra-op threads)"
         )
     lines += ["", HEADER, *(_fmt(r) for r in rows), "", "## Ratios (closed loop, short inputs)", ""]
 
@@ -235,7 +257,12 @@ def report(args: argparse.Namespace, raw: dict, rows: list[Row], systems: dict) 
         single = pick("taskgate", transport, 1)
         if single and "short" in raw:
             extra = single.p50_ms - raw["short"]["batch1_p50_ms"]
-            lines.append(f"- {transport}, 1 client: (b) p50 - (a) p50 = {extra:+.2f} ms")
+            both = single.p50_ms - raw["short"]["batch1_p50_2_threads_ms"]
+            lines.append(f"- {transport}, 1 client: (b) p50 - (a) batch-1 p50 = {extra:+.2f} ms")
+            lines.append(
+                f"- {transport}, 1 client: (b) p50 - (a) batch-1 p50 with both cores = {both:+.2f} ms "
+                "(target <= +1 ms)"
+            )
     (RESULTS / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[lines.index("## Ratios (closed loop, short inputs)") :]))
     plot(rows, args.stem)

@@ -83,7 +83,11 @@ class Taskgate:
         self.workers = workers
         self.intra_op = intra_op
         self.name = "taskgate" if batching else "taskgate-nobatch"
-        self.threads = f"{workers} model workers x {intra_op} ORT intra-op thread(s)"
+        from runtimes.base import ThreadSettings
+        from runtimes.onnx_encoder import shared_pool_threads
+
+        pool = shared_pool_threads(ThreadSettings(intra_op_threads=intra_op, model_workers=workers))
+        self.threads = f"{workers} model workers sharing one ORT pool of {pool} intra-op thread(s)"
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[Running]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class OnnxEncoder(EncoderRuntime):
                 min_row_cosine=self._min_row_cosine,
             )
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads.intra_op_threads
+        options.intra_op_num_threads = shared_pool_threads(self._threads)
         options.inter_op_num_threads = self._threads.inter_op_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -133,6 +134,17 @@ class OnnxEncoder(EncoderRuntime):
         if self._normalize:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled.astype(np.float32)
+
+
+def shared_pool_threads(threads: ThreadSettings) -> int:
+    """The session's intra-op pool: the threads of all the model workers (workers x intra-op
+    threads, at most the CPUs this process may use), shared by the batches running at once. ORT
+    splits a call's work over the pool and the calling thread, so threads follow the load: a
+    batch running alone (one client) uses every thread, concurrent batches share them. One session
+    either way: a second session with its own thread count would hold the weights twice (+105 MB
+    RSS for MiniLM, measured)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(threads.intra_op_threads, min(threads.intra_op_threads * threads.model_workers, cpus))
 
 
 def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
