@@ -54,6 +54,10 @@ DEFAULT_MIN_ROW_COSINE = 0.95
 NONE = "none"  # fp32, the default
 # the variants each runtime offers (besides "none")
 CHOICES: dict[str, tuple[str, ...]] = {"onnx-encoder": ("int8",), "onnx-causal-lm": ("int4",)}
+# accuracy_level 4 (int8 activations in the 4-bit MatMuls) measured on SmolLM2's export here,
+# raw ORT, medians of 7, decode step with 80 past tokens, 1 / 2 intra-op threads: one row 34.6 /
+# 25.5 ms (level 0: 40.0 / 32.2, fp32: 61.0 / 74.8), 16 rows 111 / 78 ms (level 0: 150 / 131,
+# fp32: 153 / 141); the probe's answers were the same at both levels.
 INT4_SETTINGS = {"bits": 4, "block_size": 32, "is_symmetric": True, "accuracy_level": 4}
 PROBE_VERSION = 1  # bump when the probe sentences or questions change: variants are re-measured
 _KEEP = {FINGERPRINT, REPORT}

@@ -10,6 +10,7 @@ are cached in .cache/test-quantized-store (tests/quantized_store.py): only a fir
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,6 +126,24 @@ def test_a_threshold_no_int8_model_meets_refuses_the_variant_saying_the_figures(
     assert _info(http, STRICT)["metadata"]["state"] == "FAILED"
     # the fp32 and int8 models of the same source still answer
     assert http.post("/api/v1/task/embedding", json={"model_id": INT8, "inputs": "hi"}).status_code == 200
+
+
+def test_a_cached_variant_is_reused_and_a_new_threshold_judged_without_quantizing(
+    http: httpx.Client, store: Path
+) -> None:
+    _embeddings(http, INT8)  # the variant exists
+    exported = store / INT8 / ENCODER_EXPORT
+    variant = exported.with_name(f"{ENCODER_EXPORT}-int8")
+    inode, made = variant.stat().st_ino, (variant / "model.onnx").stat().st_mtime_ns
+    made_with = json.loads((variant / quantize.FINGERPRINT).read_text())["settings"]
+    options = {"pooling": made_with["pooling"], "max_tokens": made_with["max_tokens"], "min_row_cosine": 0.5}
+    again, report = quantize.int8_variant(exported, min_cosine=0.5, **options)
+    assert again == variant and report["min_cosine"] == 0.5
+    with pytest.raises(
+        quantize.QuantizationRefused, match=re.escape("threshold quantization_min_cosine 0.999999")
+    ):
+        quantize.int8_variant(exported, min_cosine=0.999999, **options)
+    assert variant.stat().st_ino == inode and (variant / "model.onnx").stat().st_mtime_ns == made
 
 
 def test_an_invalid_quantization_is_a_clear_manifest_error(http: httpx.Client) -> None:
