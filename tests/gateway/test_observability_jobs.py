@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL
 from tests.conftest import GatewayThread
@@ -66,3 +67,28 @@ def test_the_jobs_by_state_gauge_follows_a_job(http: httpx.Client) -> None:
     assert after["QUEUED"] + after["RUNNING"] == before["QUEUED"] + before["RUNNING"]
     shown = http.get("/metrics").text
     assert 'door="tuning"' in shown and 'protocol="http"' in shown
+    # the adapter it published serves by name: counted under its base model and its reference
+    served = http.post(
+        "/api/v1/task/text-classification", json={"model_id": "obs-topics", "inputs": "A late goal"}
+    )
+    assert served.status_code == 200, served.text
+    wanted = {
+        "model": DEFAULT_EMBEDDING_MODEL,
+        "adapter": "obs-topics@1",
+        "task": "text-classification",
+        "protocol": "http",
+        "door": "caikit",
+        "code": "OK",
+    }
+    count = 0.0
+    for _ in range(100):  # the record is finished just after the answer's last byte
+        count = sum(
+            sample.value
+            for family in text_string_to_metric_families(http.get("/metrics").text)
+            for sample in family.samples
+            if sample.name == "taskgate_requests_total" and sample.labels == wanted
+        )
+        if count:
+            break
+        time.sleep(0.05)
+    assert count == 1
