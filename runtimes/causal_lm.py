@@ -6,12 +6,15 @@ The scheduler drives it one iteration at a time with a ``GenerationStep``:
 1. ``release``: sequences that finished (or were cancelled) leave the running batch;
 2. ``decode``: every remaining running sequence is fed the token sampled for it last iteration,
    and all of them advance together in ONE forward pass over their caches;
-3. ``prefill``: new sequences (each with its own prompt length) are encoded together in one
-   forward pass and their caches join the running batch.
+3. ``prefill``: new sequences (each with its own prompt length) are encoded together and their
+   caches join the running batch. A long prompt may come in chunks over several steps
+   (``NewSequence.start`` / ``end``, chunked prefill): until its last chunk the sequence is held
+   part-way (its cache kept, no logits), then it joins the running batch like any other.
 
-The answer, a ``StepOutput``, holds the next-token logits of every decoded and prefilled
-sequence. Choosing the tokens (greedy, sampling, penalties) is the scheduler's business; the
-runtime only runs the model. Nothing here imports torch: tensors are typed for the checker only.
+The answer, a ``StepOutput``, holds the next-token logits of every decoded sequence and every
+sequence whose prompt was completed this step. Choosing the tokens (greedy, sampling,
+penalties) is the scheduler's business; the runtime only runs the model. Nothing here imports
+torch: tensors are typed for the checker only.
 """
 
 from __future__ import annotations
@@ -45,12 +48,22 @@ class GenerationLimits:
     """How much one model's scheduler may hold; options of the model's manifest."""
 
     max_batch_size: int = 8  # sequences in the running batch at once
-    max_tokens_per_step: int = 1024  # prompt tokens (padded) prefilled in one iteration
+    # tokens one iteration computes: one per decoded sequence plus the prompt tokens prefilled
+    max_tokens_per_step: int = 1024
     max_queue: int = 32  # requests waiting for a slot; beyond it, submissions are shed
     max_context: int = 2048  # prompt + generated tokens of one sequence
+    # the most prompt tokens of one sequence prefilled in one iteration; longer prompts come in
+    # chunks over several iterations, between which the running sequences keep decoding
+    prefill_chunk_tokens: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_tokens_per_step", "max_queue", "max_context"):
+        for name in (
+            "max_batch_size",
+            "max_tokens_per_step",
+            "max_queue",
+            "max_context",
+            "prefill_chunk_tokens",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -63,13 +76,38 @@ class NewSequence:
     """A sequence to prefill: its id (unique while it lives) and its prompt's token ids."""
 
     seq_id: int
-    input_ids: tuple[int, ...]
+    input_ids: tuple[int, ...]  # the whole prompt, whichever chunk this step prefills
     prompt_logprobs: bool = False  # also return the log-probability of each prompt token
     adapter: str | None = None  # the key of the adapter the sequence runs with; None: the base model
+    # chunked prefill: this step prefills input_ids[start:end]; start > 0 continues a sequence held
+    # part-way, end < len(input_ids) leaves it part-way (None: to the end). prompt_logprobs needs
+    # the whole prompt in one chunk.
+    start: int = 0
+    end: int | None = None
+
+    def __post_init__(self) -> None:
+        stop = self.stop
+        if not 0 <= self.start < stop <= len(self.input_ids):
+            raise ValueError(
+                f"sequence {self.seq_id}: chunk [{self.start}, {stop}) is not within its "
+                f"{len(self.input_ids)} prompt tokens"
+            )
+        if self.prompt_logprobs and (self.start or stop < len(self.input_ids)):
+            raise ValueError(f"sequence {self.seq_id}: prompt log-probabilities need the whole prompt")
 
     @property
     def length(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def stop(self) -> int:
+        """Where this step's chunk ends (exclusive)."""
+        return len(self.input_ids) if self.end is None else self.end
+
+    @property
+    def completes(self) -> bool:
+        """This chunk ends the prompt: the sequence joins the running batch and gets logits."""
+        return self.stop == len(self.input_ids)
 
 
 @dataclass(frozen=True)
@@ -77,7 +115,7 @@ class GenerationStep:
     """One scheduler iteration: release, then decode all running sequences, then prefill."""
 
     release: tuple[int, ...] = ()
-    decode: tuple[tuple[int, int], ...] = ()  # (seq_id, token) for EVERY running sequence
+    decode: tuple[tuple[int, int], ...] = ()  # (seq_id, token) for EVERY row of the running batch
     prefill: tuple[NewSequence, ...] = ()
 
 
@@ -104,7 +142,8 @@ class CausalLMRuntime(Runtime[GenerationStep, StepOutput]):
     @property
     @abc.abstractmethod
     def running(self) -> tuple[int, ...]:
-        """Ids of the sequences in the running batch, in row order."""
+        """Ids of the sequences the runtime holds: the running batch's rows in row order, then
+        those held part-way through a chunked prefill."""
 
     def prepare_thread(self) -> None:
         """Called once in the thread that will run the steps (e.g. to set per-thread thread pools)."""

@@ -12,6 +12,11 @@ row's real columns and explicit position ids count each row's real tokens, so a 
 exactly what it would alone (up to float rounding). A prefilled batch joins by left-padding the
 narrower of the two; released rows are dropped and columns no row uses any more are cut away.
 
+Prefill (``runtimes.prefill_inputs``): a step's new sequences run in forward passes of similar
+prompt length (less padding). A chunked prefill (``NewSequence.start`` / ``end``) keeps the
+sequences part-way through their prompt in a second batch of the same kind, ``_filling``: a
+later chunk runs over that cache, and the sequence moves to the running batch with its last chunk.
+
 An engine (``OnnxCausalLM``, ``TorchCausalLM``) holds only what really differs: building the
 model (``_load_engine``), ONE forward pass over a step's rows (``_forward``, given a
 ``ForwardInputs`` naming the sequence of every row) and its KV-cache layout (``_cache_rows``,
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -39,6 +44,7 @@ from runtimes.causal_lm import (
     NoChatTemplate,
     StepOutput,
 )
+from runtimes.prefill_inputs import first_chunk_arrays, length_groups, next_chunk_arrays, row_prompt_logprobs
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONTEXT = 8192
-_LIMIT_OPTIONS = ("max_batch_size", "max_tokens_per_step", "max_queue", "max_context")
+_LIMIT_OPTIONS = ("max_batch_size", "max_tokens_per_step", "max_queue", "max_context", "prefill_chunk_tokens")
 
 CacheT = TypeVar("CacheT")  # an engine's KV caches of the running batch, rows in seq_ids order
 
@@ -97,6 +103,7 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         self._backend: Any = None
         self._chat: Any = None  # the transformers tokenizer, kept when it has a chat template
         self._batch: RunningBatch[CacheT] | None = None
+        self._filling: RunningBatch[CacheT] | None = None  # sequences part-way through their prompt
         self._adapter_of: dict[int, str | None] = {}  # running sequence -> its adapter key
         self._pad_id = 0
         self._size = 0
@@ -156,6 +163,7 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         self.vocab_size = int(config.vocab_size)
         self.limits = GenerationLimits(**options)
         self._batch = None
+        self._filling = None
         self._size = size
 
     def size_bytes(self) -> int:
@@ -170,6 +178,7 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         self._backend = None
         self._chat = None
         self._batch = None
+        self._filling = None
         self._adapter_of = {}
         self._size = 0
 
@@ -198,7 +207,8 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
     # -- CausalLMRuntime -----------------------------------------------------------------
     @property
     def running(self) -> tuple[int, ...]:
-        return tuple(self._batch.seq_ids) if self._batch is not None else ()
+        rows = self._batch.seq_ids if self._batch is not None else []
+        return tuple(rows + (self._filling.seq_ids if self._filling is not None else []))
 
     # The Rust tokenizer itself: thread-safe (the loop encodes while the scheduler decodes) and
     # exact (no clean-up of spaces before punctuation, which transformers may apply on decode).
@@ -265,68 +275,123 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
     def _prefill(
         self, sequences: Sequence[NewSequence]
     ) -> tuple[list[int], torch.Tensor, dict[int, tuple[float, ...]]]:
+        """Prefill this step's chunks; the ids and last logits of the sequences they complete."""
         import torch
 
         if not sequences:
             raise ValueError("nothing to prefill")
-        known = set(self.running)
+        self._check_chunks(sequences)
+        fresh = [seq for seq in sequences if seq.start == 0]
+        parts: list[tuple[list[NewSequence], RunningBatch[CacheT], torch.Tensor]] = []
+        prompt_logprobs: dict[int, tuple[float, ...]] = {}
+        for group in length_groups([self._virtual_tokens(seq.adapter) + seq.stop for seq in fresh]):
+            chosen = [fresh[index] for index in group]
+            parts.append(self._first_chunks(chosen, prompt_logprobs))
+        later = [seq for seq in sequences if seq.start > 0]
+        if later:
+            parts.append(self._next_chunks(later))
+        ids: list[int] = []
+        logits: list[torch.Tensor] = []
+        for chosen, part, last in parts:
+            done = [row for row, seq in enumerate(chosen) if seq.completes]
+            held = [row for row, seq in enumerate(chosen) if not seq.completes]
+            if done:
+                rows = part if not held else _keep(part, done, self._cache_rows)
+                self._batch = rows if self._batch is None else self._merge(self._batch, rows)
+                ids += [chosen[row].seq_id for row in done]
+                logits.append(last[done] if held else last)
+            if held:
+                rows = part if not done else _keep(part, held, self._cache_rows)
+                self._filling = rows if self._filling is None else self._merge(self._filling, rows)
+        out = torch.cat(logits) if logits else torch.empty(0, self.vocab_size)
+        return ids, out, prompt_logprobs
+
+    def _check_chunks(self, sequences: Sequence[NewSequence]) -> None:
+        running = set(self._batch.seq_ids) if self._batch is not None else set()
+        filling = set(self._filling.seq_ids) if self._filling is not None else set()
+        seen: set[int] = set()
         for seq in sequences:
-            if seq.seq_id in known or not seq.input_ids:
-                raise ValueError(f"sequence {seq.seq_id} is already running or has no tokens")
-            known.add(seq.seq_id)
-        for seq in sequences:
-            if seq.adapter is not None and seq.adapter not in self.adapter_keys:
+            if seq.seq_id in seen or seq.seq_id in running or (seq.start == 0) == (seq.seq_id in filling):
+                raise ValueError(
+                    f"sequence {seq.seq_id} is already running, part-way through its prompt, named twice, "
+                    "or continues a prompt it never started"
+                )
+            seen.add(seq.seq_id)
+            if seq.start == 0 and seq.adapter is not None and seq.adapter not in self.adapter_keys:
                 raise ValueError(f"sequence {seq.seq_id} names adapter {seq.adapter!r}, which is not loaded")
-        # a prompt adapter's virtual tokens come first: placeholders here, embeddings in the engine
-        lengths = [self._virtual_tokens(seq.adapter) + seq.length for seq in sequences]
-        rows, width = len(sequences), max(lengths)
-        input_ids = np.full((rows, width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((rows, width), dtype=np.int64)
-        for row, seq in enumerate(sequences):
-            input_ids[row, width - seq.length :] = seq.input_ids
-            mask[row, width - lengths[row] :] = 1
-        positions = np.clip(mask.cumsum(axis=1) - 1, 0, None)
-        want_prompt = any(seq.prompt_logprobs for seq in sequences)
+
+    def _first_chunks(
+        self, sequences: list[NewSequence], prompt_logprobs: dict[int, tuple[float, ...]]
+    ) -> tuple[list[NewSequence], RunningBatch[CacheT], torch.Tensor]:
+        """One forward pass over sequences starting their prompt (no cache); fills prompt_logprobs."""
+        import torch
+
+        arrays = first_chunk_arrays(sequences, self._virtual_tokens, self._pad_id)
         seq_ids = [seq.seq_id for seq in sequences]
+        want_prompt = any(seq.prompt_logprobs for seq in sequences)
         adapters = tuple(seq.adapter for seq in sequences)
-        starts = tuple(width - length for length in lengths)
-        keep = 0 if want_prompt else 1
-        inputs = ForwardInputs(tuple(seq_ids), input_ids, mask, positions, keep, adapters, starts)
+        inputs = ForwardInputs(
+            tuple(seq_ids),
+            arrays.input_ids,
+            arrays.mask,
+            arrays.position_ids,
+            0 if want_prompt else 1,
+            adapters,
+            arrays.starts,
+        )
         logits, cache = self._forward(inputs, None)
         for seq in sequences:
             self._adapter_of[seq.seq_id] = seq.adapter
-        prompt_logprobs: dict[int, tuple[float, ...]] = {}
         for row, seq in enumerate(sequences):
             if seq.prompt_logprobs:
-                prompt_logprobs[seq.seq_id] = _prompt_logprobs(
-                    logits[row], torch.from_numpy(input_ids[row]), seq.length
+                prompt_logprobs[seq.seq_id] = row_prompt_logprobs(
+                    logits[row], torch.from_numpy(arrays.input_ids[row]), seq.length
                 )
-        new = RunningBatch(seq_ids, cache, mask, mask.sum(axis=1))
-        self._batch = new if self._batch is None else self._merge(self._batch, new)
-        return seq_ids, logits[:, -1, :].clone(), prompt_logprobs
+        new = RunningBatch(seq_ids, cache, arrays.mask, arrays.mask.sum(axis=1))
+        return sequences, new, logits[:, -1, :].clone()
+
+    def _next_chunks(
+        self, sequences: list[NewSequence]
+    ) -> tuple[list[NewSequence], RunningBatch[CacheT], torch.Tensor]:
+        """One forward pass continuing sequences part-way through their prompt, over their cache."""
+        filling = self._filling
+        if filling is None:
+            raise ValueError("no sequence is part-way through its prompt")
+        row_of = {seq_id: row for row, seq_id in enumerate(filling.seq_ids)}
+        rows = [row_of[seq.seq_id] for seq in sequences]
+        others = [row for row in range(len(filling.seq_ids)) if row not in set(rows)]
+        part = (
+            filling if rows == list(range(len(filling.seq_ids))) else _keep(filling, rows, self._cache_rows)
+        )
+        self._filling = _keep(filling, others, self._cache_rows) if others else None
+        arrays = next_chunk_arrays(sequences, part.next_position, self._pad_id)
+        mask = np.concatenate([part.mask, arrays.mask], axis=1)
+        adapters = tuple(self._adapter_of.get(seq.seq_id) for seq in sequences)
+        inputs = ForwardInputs(
+            tuple(part.seq_ids),
+            arrays.input_ids,
+            mask,
+            arrays.position_ids,
+            logits_to_keep=1,
+            adapters=adapters,
+        )
+        logits, cache = self._forward(inputs, part.cache)
+        new = RunningBatch(part.seq_ids, cache, mask, part.next_position + arrays.mask.sum(axis=1))
+        return sequences, new, logits[:, -1, :].clone()
 
     def _release(self, seq_ids: set[int]) -> None:
         for seq_id in seq_ids:
             self._adapter_of.pop(seq_id, None)
-        batch = self._batch
+        self._batch = self._without(self._batch, seq_ids)
+        self._filling = self._without(self._filling, seq_ids)
+
+    def _without(self, batch: RunningBatch[CacheT] | None, seq_ids: set[int]) -> RunningBatch[CacheT] | None:
         if batch is None:
-            return
+            return None
         keep = [row for row, seq_id in enumerate(batch.seq_ids) if seq_id not in seq_ids]
-        if not keep:
-            self._batch = None
-            return
         if len(keep) == len(batch.seq_ids):
-            return
-        index = np.array(keep, dtype=np.int64)
-        mask = batch.mask[index]
-        used = np.flatnonzero(mask.any(axis=0))
-        start = int(used[0]) if len(used) else 0  # columns before `start` are padding in every row
-        self._batch = RunningBatch(
-            [batch.seq_ids[row] for row in keep],
-            self._cache_rows(batch.cache, index, start),
-            np.ascontiguousarray(mask[:, start:]),
-            batch.next_position[index],
-        )
+            return batch
+        return _keep(batch, keep, self._cache_rows) if keep else None
 
     def _merge(self, old: RunningBatch[CacheT], new: RunningBatch[CacheT]) -> RunningBatch[CacheT]:
         width = max(old.width, new.width)
@@ -336,6 +401,22 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
             stack_left_padded(old.mask, new.mask, width, 1),
             np.concatenate([old.next_position, new.next_position]),
         )
+
+
+def _keep(
+    batch: RunningBatch[CacheT], rows: list[int], cache_rows: Callable[[CacheT, np.ndarray, int], CacheT]
+) -> RunningBatch[CacheT]:
+    """These rows of the batch (in this order), without the columns that are padding in all of them."""
+    index = np.array(rows, dtype=np.int64)
+    mask = batch.mask[index]
+    used = np.flatnonzero(mask.any(axis=0))
+    start = int(used[0]) if len(used) else 0
+    return RunningBatch(
+        [batch.seq_ids[row] for row in rows],
+        cache_rows(batch.cache, index, start),
+        np.ascontiguousarray(mask[:, start:]),
+        batch.next_position[index],
+    )
 
 
 def stack_left_padded(old: np.ndarray, new: np.ndarray, width: int, axis: int) -> np.ndarray:
@@ -348,11 +429,3 @@ def stack_left_padded(old: np.ndarray, new: np.ndarray, width: int, axis: int) -
         region[axis] = slice(width - part.shape[axis], width)
         out[tuple(region)] = part
     return out
-
-
-def _prompt_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, length: int) -> tuple[float, ...]:
-    """log p(token_i | tokens_<i) for i = 1..length-1 of one left-padded row."""
-    start = int(input_ids.shape[0]) - length
-    scores = logits[start : start + length - 1].log_softmax(dim=-1)
-    targets = input_ids[start + 1 :]
-    return tuple(float(x) for x in scores.gather(1, targets[:, None]).squeeze(1))
