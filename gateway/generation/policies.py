@@ -41,23 +41,61 @@ def fit_prompt(token_ids: Sequence[int], truncate_input_tokens: int, max_context
     return tuple(token_ids)
 
 
-def admit(prompt_lengths: Sequence[int], running: int, limits: GenerationLimits) -> int:
-    """How many waiting requests (from the head, in order) join the batch this iteration.
+@dataclass(frozen=True)
+class PrefillPlan:
+    """The prompt chunks one iteration prefills, each the end (exclusive) of the chunk's tokens."""
 
-    A request joins while a slot is free and the step's token budget holds: every running
-    sequence costs one token, a prefill batch costs rows x its longest prompt (it is padded).
-    A lone request whose prompt alone exceeds the budget still joins an idle batch (it fits the
-    context), so nothing waits forever.
+    continued: tuple[int | None, ...]  # per sequence part-way through its prompt; None: not this step
+    admitted: tuple[int, ...]  # per waiting request admitted (from the head, in order)
+
+
+def plan_prefill(
+    filling: Sequence[tuple[int, int]],
+    waiting: Sequence[tuple[int, bool]],
+    decoding: int,
+    limits: GenerationLimits,
+) -> PrefillPlan:
+    """Which prompt tokens this iteration prefills (chunked prefill, first come first served).
+
+    ``filling``: (tokens prefilled, prompt length) of the admitted sequences part-way through
+    their prompt, oldest first; ``waiting``: (prompt length, whole) of the waiting requests in
+    order, ``whole`` when the prompt cannot be split (its prompt log-probabilities are asked
+    for); ``decoding``: sequences decoding this iteration.
+
+    An iteration computes at most ``max_tokens_per_step`` tokens: one per decoding sequence, the
+    rest prompt tokens, at most ``prefill_chunk_tokens`` of any one prompt. Sequences part-way
+    through their prompt continue first, then waiting requests join while a slot is free; the
+    one that does not fit whole prefills what fits and continues next iteration. So a burst of
+    prompts, or one long prompt, never holds the running sequences for more than one budget's
+    worth of prompt tokens per token they generate, and every waiting prompt advances as soon as
+    the budget allows. The first chunk of an iteration gets at least one token (nothing waits
+    forever); a whole prompt longer than the budget runs as the iteration's only prefill.
     """
-    free = limits.max_batch_size - running
-    budget = limits.max_tokens_per_step - running
-    count, longest = 0, 0
-    for length in prompt_lengths[: max(free, 0)]:
-        longest = max(longest, length)
-        if (count + 1) * longest > budget and (count > 0 or running > 0):
-            break
-        count += 1
-    return count
+    budget = limits.max_tokens_per_step - decoding
+    slots = limits.max_batch_size - decoding - len(filling)
+    planned = 0  # prompt tokens planned so far
+
+    def take(remaining: int) -> int:
+        return min(remaining, limits.prefill_chunk_tokens, max(budget - planned, 0 if planned else 1))
+
+    continued: list[int | None] = []
+    for done, length in filling:
+        chunk = take(length - done)
+        continued.append(done + chunk if chunk > 0 else None)
+        planned += chunk
+    admitted: list[int] = []
+    for length, whole in waiting[: max(slots, 0)]:
+        if whole:
+            if planned and planned + length > budget:
+                break
+            chunk = length
+        else:
+            chunk = take(length)
+            if chunk <= 0:
+                break
+        admitted.append(chunk)
+        planned += chunk
+    return PrefillPlan(tuple(continued), tuple(admitted))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,13 @@
 Every iteration the scheduler thread
 1. ends sequences whose consumer cancelled or whose time ran out (max_time, the deadline), and
    expires waiting requests the same way, freeing their slots at once;
-2. admits waiting requests in order while a slot is free and the step's token budget holds
-   (``policies.admit``);
+2. plans the step's prompt chunks (``policies.plan_prefill``, chunked prefill): sequences
+   part-way through their prompt continue, then waiting requests are admitted in order while a
+   slot is free and the step's token budget (one token per decoding sequence, the rest prompt
+   tokens, at most ``prefill_chunk_tokens`` of one prompt) holds;
 3. runs ONE runtime step (``runtimes.causal_lm.GenerationStep``): release the rows that
-   finished, decode every running sequence in one forward pass, prefill the admitted ones;
+   finished, decode every sequence whose prompt is done in one forward pass, prefill the chunks
+   (a sequence gets its first token with its prompt's last chunk);
 4. chooses each sequence's next token (``sampling.TokenChooser``), turns it into text
    (``text.IncrementalText``), publishes a ``SequenceEvent`` to the request's asyncio loop
    (``loop.call_soon_threadsafe`` into the handle's ``asyncio.Queue``) and ends the sequences
@@ -37,7 +40,7 @@ from gateway.generation.params import GenerationParams
 from gateway.generation.policies import (
     TimeVerdict,
     TokenFacts,
-    admit,
+    plan_prefill,
     resolve_seed,
     stop_reason,
     time_verdict,
@@ -79,6 +82,7 @@ class SequenceEvent:
     # on the first event: the scheduler's forward steps that started after the request was
     # queued and before the step that prefilled it (how long it waited, in steps)
     queued_steps: int = 0
+    step: int = 0  # the scheduler's forward step that made this token (counted from 1)
     at: float = 0.0  # time.perf_counter() when the step that made this token ended
     admitted_at: float = 0.0  # on the first event: time.perf_counter() when its prefill step began
 
@@ -126,6 +130,7 @@ class _Sequence:
     input_tokens: tuple[GeneratedToken, ...] = field(default=())
     queued_at_step: int = 0  # the scheduler's step count when the request was queued
     queued_steps: int = 0  # steps that ran while it waited (set when it is admitted)
+    prefilled: int = 0  # prompt tokens prefilled (or planned this step); all: it decodes
     admitted_at: float = 0.0  # time.perf_counter() when its prefill step began
 
     @property
@@ -244,30 +249,18 @@ class GenerationScheduler:
                 if self._closing:
                     break
                 release += self._end_cancelled_and_late(time.monotonic())
-                lengths = [len(seq.request.prompt_ids) for seq in self._waiting]
-                admitted = [
-                    self._waiting.popleft() for _ in range(admit(lengths, len(self._active), self._limits))
-                ]
-                running = list(self._active.values())
+                running, chunks, admitted = self._plan()
                 admitted_at = time.perf_counter() if admitted else 0.0
                 for seq in admitted:
                     seq.queued_steps = self._steps - seq.queued_at_step
                     seq.admitted_at = admitted_at
                     self._active[seq.seq_id] = seq
-                if running or admitted:  # this iteration runs a forward step
+                if running or chunks:  # this iteration runs a forward step
                     self._steps += 1
             step = GenerationStep(
                 release=tuple(release),
                 decode=tuple((seq.seq_id, seq.last_token) for seq in running),
-                prefill=tuple(
-                    NewSequence(
-                        seq.seq_id,
-                        seq.request.prompt_ids,
-                        seq.request.params.input_tokens,
-                        adapter=seq.request.adapter,
-                    )
-                    for seq in admitted
-                ),
+                prefill=chunks,
             )
             release = []
             if not step.decode and not step.prefill:
@@ -288,6 +281,41 @@ class GenerationScheduler:
                 log.exception("generation step failed on model %s", self._name)
                 release = self._fail_all()
 
+    def _plan(self) -> tuple[list[_Sequence], tuple[NewSequence, ...], list[_Sequence]]:
+        """Under the lock: this step's decoding sequences, prompt chunks and newly admitted requests
+        (not yet in ``_active``)."""
+        running: list[_Sequence] = []
+        filling: list[_Sequence] = []
+        for seq in self._active.values():
+            (running if seq.prefilled == len(seq.request.prompt_ids) else filling).append(seq)
+        plan = plan_prefill(
+            [(seq.prefilled, len(seq.request.prompt_ids)) for seq in filling],
+            [(len(seq.request.prompt_ids), seq.request.params.input_tokens) for seq in self._waiting],
+            len(running),
+            self._limits,
+        )
+        admitted = [self._waiting.popleft() for _ in plan.admitted]
+        chunks: list[NewSequence] = []
+        for seq, end in [
+            *zip(filling, plan.continued, strict=True),
+            *zip(admitted, plan.admitted, strict=True),
+        ]:
+            if end is None:
+                continue
+            request = seq.request
+            chunks.append(
+                NewSequence(
+                    seq.seq_id,
+                    request.prompt_ids,
+                    request.params.input_tokens,
+                    adapter=request.adapter,
+                    start=seq.prefilled,
+                    end=end,
+                )
+            )
+            seq.prefilled = end
+        return running, tuple(chunks), admitted
+
     def _end_cancelled_and_late(self, now: float) -> list[int]:
         """Under the lock: end cancelled and timed-out sequences; returns rows to release."""
         ended: list[int] = []
@@ -299,7 +327,13 @@ class GenerationScheduler:
         self._cancelled.clear()
         for seq in list(self._active.values()):
             verdict = time_verdict(now, seq.request.deadline, seq.time_limit, seq.generated)
-            if verdict is not TimeVerdict.IN_TIME:
+            if verdict is TimeVerdict.DEADLINE_EXCEEDED:  # part-way through its prompt, no token yet
+                del self._active[seq.seq_id]
+                seq.handle._publish(
+                    _failure(seq, DeadlineExceeded("the deadline passed while the prompt was prefilled"))
+                )
+                ended.append(seq.seq_id)
+            elif verdict is not TimeVerdict.IN_TIME:
                 del self._active[seq.seq_id]
                 seq.handle._publish(self._final(seq, FinishReason.TIME_LIMIT))
                 ended.append(seq.seq_id)
@@ -364,6 +398,7 @@ class GenerationScheduler:
             finish_reason=reason or FinishReason.NOT_FINISHED,
             input_tokens=seq.input_tokens if first else (),
             queued_steps=seq.queued_steps if first else 0,
+            step=self._steps,  # changed by this thread only, before the step ran
             at=at,
             admitted_at=seq.admitted_at if first else 0.0,
         )

@@ -50,6 +50,7 @@ _HOST_SETTINGS = (
     "max_tokens_per_step",
     "max_queue",
     "max_context",
+    "prefill_chunk_tokens",
 )
 
 

@@ -7,10 +7,11 @@ import pytest
 from gateway.errors import InvalidInput
 from gateway.generation.params import GenerationParams
 from gateway.generation.policies import (
+    PrefillPlan,
     TimeVerdict,
     TokenFacts,
-    admit,
     fit_prompt,
+    plan_prefill,
     resolve_seed,
     stop_reason,
     time_verdict,
@@ -29,15 +30,50 @@ def test_fit_prompt_refuses_or_keeps_the_end() -> None:
         fit_prompt([], 0, max_context=8)
 
 
+def _limits(batch: int = 4, budget: int = 100, chunk: int = 64) -> GenerationLimits:
+    return GenerationLimits(
+        max_batch_size=batch,
+        max_tokens_per_step=budget,
+        max_queue=8,
+        max_context=512,
+        prefill_chunk_tokens=chunk,
+    )
+
+
 def test_admission_respects_slots_and_the_token_budget() -> None:
-    limits = GenerationLimits(max_batch_size=4, max_tokens_per_step=100, max_queue=8, max_context=512)
-    assert admit([10, 10, 10, 10, 10], running=0, limits=limits) == 4  # slots
-    assert admit([10, 10], running=3, limits=limits) == 1
-    assert admit([10], running=4, limits=limits) == 0
-    assert admit([40, 10, 30], running=0, limits=limits) == 2  # a third row would pad to 3 x 40
-    assert admit([300], running=0, limits=limits) == 1  # alone it may exceed the budget
-    assert admit([300], running=1, limits=limits) == 0  # ... but not next to running sequences
-    assert admit([], running=0, limits=limits) == 0
+    short = [(10, False)] * 5
+    assert plan_prefill([], short, decoding=0, limits=_limits()) == PrefillPlan((), (10, 10, 10, 10))  # slots
+    assert plan_prefill([], short[:2], decoding=3, limits=_limits()).admitted == (10,)
+    assert plan_prefill([], short[:1], decoding=4, limits=_limits()).admitted == ()
+    # 97 tokens of budget beside 3 decoding rows: 40 + 30 whole, then 27 of the third's 40
+    plan = plan_prefill(
+        [], [(40, False), (30, False), (40, False), (5, False)], decoding=0, limits=_limits(8, 97)
+    )
+    assert plan.admitted == (40, 30, 27)
+    assert plan_prefill([], [], decoding=0, limits=_limits()) == PrefillPlan((), ())
+
+
+def test_long_prompts_are_chunked_and_continue_first() -> None:
+    limits = _limits(batch=128, budget=100, chunk=64)
+    # a 300-token prompt next to 10 decoding rows: its first chunk of 64 (the chunk limit)
+    assert plan_prefill([], [(300, False)], decoding=10, limits=limits).admitted == (64,)
+    # it continues before anyone else joins, from where it stopped, with what the budget leaves
+    plan = plan_prefill([(64, 300)], [(20, False), (20, False)], decoding=10, limits=limits)
+    assert plan == PrefillPlan((128,), (20, 6))
+    # its last chunk ends the prompt
+    assert plan_prefill([(256, 300)], [], decoding=1, limits=limits) == PrefillPlan((300,), ())
+    # a budget already spent by decoding rows still moves the oldest prompt by one token
+    assert plan_prefill([(5, 300)], [(20, False)], decoding=100, limits=limits) == PrefillPlan((6,), ())
+    assert plan_prefill([(5, 300), (7, 300)], [], decoding=100, limits=limits) == PrefillPlan((6, None), ())
+
+
+def test_a_prompt_that_must_stay_whole_waits_for_room_or_runs_alone() -> None:
+    limits = _limits(batch=8, budget=100, chunk=64)
+    # asking for prompt log-probabilities: not split, even past the chunk limit and the budget
+    assert plan_prefill([], [(300, True), (10, False)], decoding=2, limits=limits).admitted == (300,)
+    # behind another prompt it waits for a step of its own
+    assert plan_prefill([], [(10, False), (300, True)], decoding=2, limits=limits).admitted == (10,)
+    assert plan_prefill([], [(10, False), (80, True)], decoding=2, limits=limits).admitted == (10, 80)
 
 
 def test_stop_reasons_in_order() -> None:
