@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/generation.py --peers
 	$(BIN)/python bench/multiplex.py
 	$(BIN)/python bench/doors.py
+	$(BIN)/python bench/observability.py
 	$(BIN)/python bench/quantized.py
 	$(BIN)/python bench/adapters_mixed.py
 	$(BIN)/python bench/tuning_beside_serving.py
