@@ -102,7 +102,7 @@ def test_requests_and_the_latency_split_move_over_both_transports(
 
 
 def test_errors_are_counted_by_code_and_an_unknown_model_is_never_a_label(
-    http: httpx.Client, stub: nlp_grpc.NlpServiceStub
+    http: httpx.Client, stub: nlp_grpc.NlpServiceStub, channel: grpc.Channel
 ) -> None:
     _, before = scrape(http)
     stranger = "no-such-model-7f3a"
@@ -112,6 +112,11 @@ def test_errors_are_counted_by_code_and_an_unknown_model_is_never_a_label(
     assert refused.value.code() is grpc.StatusCode.NOT_FOUND
     assert http.post("/api/v1/task/embedding", json={"model_id": MINILM, "inputs": "  "}).status_code == 400
     assert http.post("/api/v1/task/no-such-task", json={}).status_code == 404
+    with pytest.raises(grpc.RpcError) as unknown:
+        method = channel.unary_unary("/no.such.Service7f3a/Method")  # bytes in, bytes out
+        method(b"", metadata=(("x-request-id", "unknown-method-1"),))
+    assert unknown.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert dict(unknown.value.trailing_metadata())["x-request-id"] == "unknown-method-1"
     no_route = requests("", "", "http", "caikit", "UNIMPLEMENTED")
     total = "taskgate_requests_total"
     text, after = scrape_when(
@@ -128,7 +133,8 @@ def test_errors_are_counted_by_code_and_an_unknown_model_is_never_a_label(
     # refused before the model was resolved: "unknown" too (validation runs first)
     assert moved(**requests("unknown", "embedding", "http", "caikit", "INVALID_ARGUMENT")) == 1
     assert moved(**requests("", "", "http", "caikit", "UNIMPLEMENTED")) == 1  # no such route
-    assert stranger not in text and "no-such-task" not in text
+    assert moved(**requests("", "", "grpc", "other", "UNIMPLEMENTED")) == 1  # no such gRPC method
+    assert stranger not in text and "no-such-task" not in text and "Service7f3a" not in text
 
 
 @pytest.mark.timeout(600)  # the first generation request may load (on a fresh clone: export) SmolLM2

@@ -5,7 +5,7 @@ its request id is the caller's ``x-request-id`` metadata (checked) or a new one,
 finished when the call's handler returns: after the last message of a stream. A successful call
 carries ``x-request-id`` (and a valid ``traceparent``) in its trailing metadata; a failed one
 gets them from ``common.abort``. Wrapped handlers are cached per method (bounded like the
-access gate's).
+access gate's); a method no service of ours has is wrapped per call and never cached.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ class ObserveCalls(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
         door = grpc_door(method)
-        shown = method if door != "other" or len(method) <= 200 else method[:200] + "..."
-        wrapped = _observed_handler(handler, self._observer, door, shown)
+        if door == "other":  # no service of ours: the guard's per-call refusal, never cached
+            shown = method if len(method) <= 200 else method[:200] + "..."
+            return _observed_handler(handler, self._observer, door, shown)
+        wrapped = _observed_handler(handler, self._observer, door, method)
         if method in self._wrapped or len(self._wrapped) < MAX_CACHED:
             self._wrapped[method] = (handler, wrapped)
         return wrapped
