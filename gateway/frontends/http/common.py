@@ -55,24 +55,35 @@ def request_context(request: Request) -> RequestContext:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first (so its rows are dropped)."""
-    task = asyncio.ensure_future(work)
+    """Await ``work``, cancelling it if the client disconnects first (so its rows are dropped).
+
+    ``work`` runs in the caller's task, and a watcher task cancels that task on a disconnect
+    (one extra task per request, not two and an ``asyncio.wait``: measured in the profile)."""
+    caller = asyncio.current_task()
+    if caller is None:  # not in a task: nothing to cancel
+        return await work
+    state = {"done": False, "disconnected": False}
 
     async def watch() -> None:
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                if not state["done"]:
+                    state["disconnected"] = True
+                    caller.cancel()
                 return
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not state["disconnected"]:
+            raise
+        caller.uncancel()  # the cancellation was ours: it ends here, as the error below
+        raise Cancelled("the client disconnected") from None
     finally:
+        state["done"] = True
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise Cancelled("the client disconnected")
-    return task.result()
 
 
 def sse(data: Json) -> str:
