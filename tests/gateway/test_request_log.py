@@ -123,3 +123,20 @@ def test_log_format_is_one_setting() -> None:
     assert ServerSettings(log_format="json").log_format == "json"
     with pytest.raises(ValueError, match="log_format"):
         ServerSettings(log_format="xml")
+
+
+def test_the_log_flags_and_their_environment_variables() -> None:
+    import argparse
+
+    from gateway import settings
+
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    flags = parser.parse_args(["--log-format", "json", "--access-log", "0", "--log-payloads", "1"])
+    server = settings.from_args(flags, {}).server
+    assert (server.log_format, server.access_log, server.log_payloads) == ("json", False, True)
+    environ = {"TASKGATE_LOG_FORMAT": "json", "TASKGATE_ACCESS_LOG": "off"}
+    server = settings.from_args(parser.parse_args([]), environ).server
+    assert (server.log_format, server.access_log, server.log_payloads) == ("json", False, False)
+    default = settings.from_args(parser.parse_args([]), {}).server
+    assert (default.log_format, default.access_log, default.log_payloads) == ("text", True, False)
