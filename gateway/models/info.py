@@ -63,6 +63,6 @@ def quantization_info(folder: Path) -> dict[str, Any] | None:
     except ManifestError:
         return None
     kind = settings.get(quantize.SETTING) if isinstance(settings, dict) else None
-    if not isinstance(kind, str) or kind == quantize.NONE or kind not in {"int8", "int4"}:
+    if kind not in {choice for choices in quantize.CHOICES.values() for choice in choices}:
         return None
     return {"kind": kind, "report": quantize.variant_report(folder, kind)}
