@@ -91,24 +91,42 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def closed(
-    transport: str, address: str, task: str, clients: int, seconds: float, tokens: int, warmup_s: float = 1.0
+    transport: str,
+    address: str,
+    task: str,
+    clients: int,
+    seconds: float,
+    tokens: int,
+    warmup_s: float = 1.0,
+    min_rounds: int = 3,
 ) -> Tally:
-    """``clients`` workers each sending the next request when the last is answered; outcomes in
-    the ``seconds`` after ``warmup_s`` are kept."""
+    """``clients`` workers each sending the next request when the last is answered. The window
+    opens once every client has had its first answer and ``warmup_s`` has passed, and lasts
+    ``seconds`` or ``min_rounds`` times as long as those first answers took, whichever is longer
+    (concurrent generation requests finish in waves: a window shorter than one would hold none);
+    the answers that arrive in it are kept."""
     tally = Tally()
+    window: list[float] = []  # [opens, closes] once known
+    first_answers = 0
     async with open_client(transport, address, tokens) as client:
         started = time.perf_counter()
-        record_from, stop_at = started + warmup_s, started + warmup_s + seconds
 
         async def worker() -> None:
-            while (now := time.perf_counter()) < stop_at:
+            nonlocal first_answers
+            await client.request(task)  # warm-up: not kept
+            first_answers += 1
+            if first_answers == clients:
+                now = time.perf_counter()
+                opens = max(now, started + warmup_s)
+                window.extend((opens, opens + max(seconds, min_rounds * (now - started))))
+            while not window or time.perf_counter() < window[1]:
                 outcome = await client.request(task)
-                if now >= record_from:
+                if window and window[0] <= time.perf_counter() <= window[1]:
                     tally.sent += 1
                     tally.add(outcome)
 
         await asyncio.gather(*(worker() for _ in range(clients)))
-    tally.seconds = seconds
+    tally.seconds = window[1] - window[0]
     return tally
 
 

@@ -6,8 +6,11 @@ and the admitted requests keep their latency.
 
 Targets: MiniLM embeddings (task ``embed``) and SmolLM2 unary generation (``generate``, 16 new
 tokens), each over gRPC and REST. Each model gets a gateway process of its own (127.0.0.1, its own
-store bench/.stores/overload/, ``--max-inflight-per-model`` from --encoder-inflight /
---generation-inflight: the admission setting under test). Per target, in order:
+store bench/.stores/overload/) with the admission setting under test: for MiniLM
+``--max-inflight-per-model`` (--encoder-inflight); for SmolLM2 its manifest's ``max_queue``
+(--generation-max-queue, default the shipped one: requests waiting for one of the
+``max_batch_size`` slots; generation is not counted by --max-inflight-per-model, so the
+scheduler's queue is what sheds it). Per target:
 
 1. capacity: closed loop, --encoder-clients / --generation-clients clients, --capacity-seconds:
    answers/s and p99.
@@ -51,6 +54,7 @@ from bench.server_watch import RssSampler, scrape_split, serve_gateway, split_be
 from bench.stores import prepare_store, store_path  # noqa: E402
 from bench.systems import GRPC, REST  # noqa: E402
 from bench.traffic import GENERATION_MODEL, MODEL  # noqa: E402
+from gateway.models.defaults import SMOLLM2_SETTINGS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 STORE = store_path("overload")  # its own store, never ./model-store
@@ -63,7 +67,9 @@ class Target:
     model: str
     task: str
     clients: int
-    inflight: int
+    admission: str  # the setting under test, as shown in the results
+    flags: tuple[str, ...] = ()  # taskgate serve flags
+    settings: tuple[tuple[str, int], ...] = ()  # manifest settings written into the bench store
 
 
 def check(name: str, value: float, limit: float, passed: bool | None = None) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def build_row(
         "task": target.task,
         "transport": transport,
         "clients": target.clients,
-        "max_inflight": target.inflight,
+        "admission": target.admission,
         "capacity": capacity,
         "offered_rate": offered_rate,
         "overload": over,
@@ -132,7 +138,7 @@ def render_md(payload: dict[str, Any]) -> str:
         f"{settings['tokens']} new tokens per request. Asked: the rate the schedule asked for; offered: the "
         "rate the generators managed to send.",
         "",
-        "| model | transport | max inflight | capacity req/s | capacity p50 / p99 ms | asked req/s "
+        "| model | transport | admission | capacity req/s | capacity p50 / p99 ms | asked req/s "
         "| offered req/s | not sent | admitted | admitted req/s | admitted p50 / p99 ms | shed "
         "| shed p50 / p99 ms | no retry-after | errors | RSS start / peak / end MiB | recovery req/s "
         "| recovery p99 ms | recovery errors |",
@@ -141,7 +147,7 @@ def render_md(payload: dict[str, Any]) -> str:
     for row in payload["rows"]:
         cap, over, rec = row["capacity"], row["overload"], row["recovery"]
         lines.append(
-            f"| {row['model_id']} | {row['transport']} | {row['max_inflight']} | {_f(cap['ok_per_s'])} "
+            f"| {row['model_id']} | {row['transport']} | {row['admission']} | {_f(cap['ok_per_s'])} "
             f"| {_f(cap['ok_p50_ms'])} / {_f(cap['ok_p99_ms'])} | {_f(row['offered_rate'])} "
             f"| {_f(over['sent_per_s'])} | {over['not_sent']} | {over['ok']} | {_f(over['ok_per_s'])} "
             f"| {_f(over['ok_p50_ms'])} / {_f(over['ok_p99_ms'])} | {over['shed']} "
@@ -202,6 +208,8 @@ def run_target(
     capacity = closed_run(args.capacity_seconds)
     scrapes.append(scrape_split(http, target.model))
     marks.append({"phase": f"{transport} capacity", "start": begin, "end": sampler.now()})
+    if not capacity.ok_ms:
+        raise SystemExit(f"{target.model} {transport}: no answer at capacity ({capacity.summary()})")
     rate = args.factor * len(capacity.ok_ms) / capacity.seconds
     print(f"{target.model} {transport}: capacity {rate / args.factor:.1f} req/s; offering {rate:.0f} req/s")
     rss_start = sampler.sample()
@@ -227,13 +235,29 @@ def run_target(
 
 
 def targets(args: argparse.Namespace) -> list[Target]:
-    known = {
-        "encoder": Target("encoder", MODEL, "embed", args.encoder_clients, args.encoder_inflight),
-        "generation": Target(
-            "generation", GENERATION_MODEL, "generate", args.generation_clients, args.generation_inflight
-        ),
-    }
+    encoder = Target(
+        "encoder", MODEL, "embed", args.encoder_clients,
+        f"max inflight {args.encoder_inflight}", ("--max-inflight-per-model", str(args.encoder_inflight)),
+    )  # fmt: skip
+    shipped = dict(SMOLLM2_SETTINGS)  # what gateway.models.defaults writes into the manifest
+    batch = args.generation_batch or shipped["max_batch_size"]
+    queue = args.generation_max_queue or shipped["max_queue"]
+    generation = Target(
+        "generation", GENERATION_MODEL, "generate", args.generation_clients, f"batch {batch} + queue {queue}",
+        (), (("max_batch_size", int(batch)), ("max_queue", int(queue))),
+    )  # fmt: skip
+    known = {"encoder": encoder, "generation": generation}
     return [known[name] for name in args.models.split(",")]
+
+
+def set_manifest(store: Path, target: Target) -> None:
+    """Write ``target.settings`` into its model's manifest in the benchmark's own store."""
+    if not target.settings:
+        return
+    path = store / target.model / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("settings", {}).update(dict(target.settings))
+    path.write_text(json.dumps(manifest, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--encoder-inflight", type=int, default=32, help="--max-inflight-per-model for MiniLM"
     )
-    parser.add_argument("--generation-inflight", type=int, default=16, help="... for SmolLM2")
+    parser.add_argument("--generation-batch", type=int, help="SmolLM2's max_batch_size (default: shipped)")
+    parser.add_argument(
+        "--generation-max-queue", type=int, help="SmolLM2's max_queue, requests waiting (default: shipped)"
+    )
     parser.add_argument("--tokens", type=int, default=16, help="new tokens per generation request")
     parser.add_argument("--store", type=Path, default=STORE, help="its own model store (not a user's)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -269,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     prepare_store(args.store)
     rows, rss = [], []
     for target in targets(args):
-        flags = ["--max-inflight-per-model", str(target.inflight)]
-        with serve_gateway(args.store, [target.model], flags) as served, RssSampler(served.pid) as sampler:
+        set_manifest(args.store, target)
+        with (
+            serve_gateway(args.store, [target.model], list(target.flags)) as served,
+            RssSampler(served.pid) as sampler,
+        ):
             marks = []
             for transport in args.transports.split(","):
                 row, phase_marks = run_target(served, sampler, target, transport, args)

@@ -87,15 +87,17 @@ def _generation_md(entry: dict[str, Any]) -> list[str]:
 
 def _overload_md(entry: dict[str, Any]) -> list[str]:
     lines = [
-        "| model | transport | capacity req/s | capacity p99 ms | asked / offered req/s | admitted p99 ms "
-        "| shed | shed p99 ms | errors | RSS start / peak / end MiB | recovery p99 ms | checks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | transport | admission | capacity req/s | capacity p99 ms | asked / offered req/s "
+        "| admitted p99 ms | shed | shed p99 ms | errors | RSS start / peak / end MiB | recovery p99 ms "
+        "| checks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in entry["data"].get("rows", []):
         cap, over, rec = r["capacity"], r["overload"], r["recovery"]
         failed = [c["name"] for c in r["checks"] if not c["passed"]]
         lines.append(
-            f"| {r['model_id']} | {r['transport']} | {_f(cap['ok_per_s'])} | {_f(cap['ok_p99_ms'])} "
+            f"| {r['model_id']} | {r['transport']} | {r.get('admission', '-')} | {_f(cap['ok_per_s'])} "
+            f"| {_f(cap['ok_p99_ms'])} "
             f"| {_f(r['offered_rate'])} / {_f(over['sent_per_s'])} | {_f(over['ok_p99_ms'])} "
             f"| {over['shed']} "
             f"| {_f(over['shed_p99_ms'], 2)} | {over['errors']} "

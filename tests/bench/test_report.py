@@ -29,7 +29,7 @@ def _tally(ok: list[float], shed: list[float], seconds: float, sent: int) -> Tal
 
 
 def _write_overload(folder: Path) -> dict:
-    target = overload.Target("encoder", "all-MiniLM-L6-v2", "embed", clients=32, inflight=32)
+    target = overload.Target("encoder", "all-MiniLM-L6-v2", "embed", clients=32, admission="max inflight 32")
     phases = {
         "capacity": _tally([20.0, 30.0, 40.0, 55.0], [], seconds=2.0, sent=4),
         "overload": _tally([25.0, 35.0, 61.0], [1.5, 2.5, 3.0, 4.0], seconds=2.0, sent=7),
@@ -100,7 +100,7 @@ def test_report_holds_the_figures_of_each_benchmark_present(tmp_path: Path) -> N
     text = md.read_text()
     assert "![plots](report.png)" in text
     # overload: capacity 4 answers in 2 s, admitted p99, shed count, RSS start / peak / end
-    assert f"| all-MiniLM-L6-v2 | gRPC | 2.0 | {row['capacity']['ok_p99_ms']:.1f} |" in text
+    assert f"| all-MiniLM-L6-v2 | gRPC | max inflight 32 | 2.0 | {row['capacity']['ok_p99_ms']:.1f} |" in text
     assert f"| {row['overload']['ok_p99_ms']:.1f} | 4 |" in text
     assert "300.0 / 312.0 / 303.0" in text
     assert "From `overload.json`." in text and "From `soak.json`." in text
@@ -126,7 +126,7 @@ def test_report_of_an_empty_folder_is_a_page_saying_nothing_was_found(tmp_path: 
 
 def test_overload_checks_follow_the_figures() -> None:
     """build_row's pass / fail lines: ratios against the limits, every shed answer with retry-after."""
-    target = overload.Target("encoder", "m", "embed", clients=4, inflight=4)
+    target = overload.Target("encoder", "m", "embed", clients=4, admission="max inflight 4")
     capacity = _tally([10.0] * 10, [], seconds=1.0, sent=10)
     slow = _tally([50.0] * 10, [1.0] * 5, seconds=1.0, sent=15)
     slow.add(Outcome("shed", 2.0, retry_after=False))
