@@ -2,20 +2,20 @@
 
     .venv/bin/python bench/profile_layers.py                       # gRPC and REST, 32 clients
     .venv/bin/python bench/profile_layers.py --transports REST --seconds 20 --label after
-    .venv/bin/python bench/profile_layers.py --from-raw bench/results/profile_layers-REST.txt --cpu-ms 3.4
+    .venv/bin/python bench/profile_layers.py --from-raw bench/results/profile_layers-REST.txt
 
-Starts Taskgate (its own store, bench/.stores/profile_layers/; 2 model workers x 1 ORT thread,
-as bench/encoder_throughput.py runs it), drives it with ``--clients`` closed-loop clients sending
-the short embedding request, and records the gateway process with ``py-spy record -f raw``
-(root: py-spy reads another process's memory) while it measures the process's CPU time
-(/proc/PID/stat) and the requests answered. Each sampled stack is given to one layer: walking
-from the innermost frame outwards, the first frame a rule in ``RULES`` names decides it (a
-frame of a general library, e.g. ``json``, ``asyncio`` or ``typing``, names none, so its caller
-decides; a stack nothing names is the event loop's own work, transport, when the loop is in it).
-The table shows each layer's share of the samples and that share of the measured CPU per
-request, in ms. ORT's own pool threads (intra-op threads > 1) are not Python threads: py-spy
-does not see them, so their CPU lands in the other layers' shares (this script runs 1 intra-op
-thread, where the model runs on the calling worker thread and is sampled as ``model``).
+Starts Taskgate (its own store, bench/.stores/profile_layers/; 2 model workers sharing one ORT
+pool, as bench/encoder_throughput.py runs it), drives it with ``--clients`` closed-loop clients
+sending the short embedding request, and records the gateway process with ``py-spy record -f raw
+--threads`` (root: py-spy reads another process's memory) while it reads each thread's CPU time
+(/proc/PID/task/TID/stat) and counts the requests answered. Each sampled stack is given to one
+layer: walking from the innermost frame outwards, the first frame a rule in ``RULES`` names
+decides it (a frame of a general library, e.g. ``json``, ``asyncio`` or ``typing``, names none,
+so its caller decides; a stack nothing names is the event loop's own work, transport, when the
+loop is in it). Each thread's measured CPU is shared out over the layers by that thread's samples
+(py-spy counts a runnable thread as busy, so on a loaded machine sample counts are proportions,
+not time); threads with CPU time and no Python stack (ORT's intra-op pool, gRPC core's threads)
+are a row of their own. The table shows CPU ms per request by layer.
 
 Writes bench/results/profile_layers[-label].{md,json} and the raw py-spy output beside them.
 """
@@ -71,15 +71,16 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
     )
 )
-# py-spy counts a thread as busy while it is runnable; the store watcher (watchfiles' Rust loop
-# on an anyio worker thread, woken every 10 ms) shows as busy in 4 % of the samples under load
-# while /proc says it used 0.04 % of a core idle: its samples are left out of the shares.
-IDLE = re.compile(r"WorkerThread\.run \(anyio/_backends/_asyncio\.py:\d+\)$")
 # a stack no rule names: the event loop's own work (polling, callbacks into compiled transports:
 # grpc's Cython, uvloop) is transport; anything else is other
 LOOP = re.compile(r"asyncio/|uvloop|selectors\.py")
-LAYERS = (*(layer for layer, _ in RULES), "other")
+NATIVE = "native threads (ORT pool, gRPC core)"  # threads with CPU time and no Python stack
+LAYERS = (*(layer for layer, _ in RULES), "other", NATIVE)
 SERVING = ("transport", "parse / validate", "tokenize", "batcher", "convert back", "core", "other")
+_THREAD = re.compile(r"thread \((\d+)\)")
+# a model worker blocked in its queue's get (runnable while it waits for the GIL on waking):
+# waiting, not work; left out so the thread's CPU goes to what it sampled doing
+WAITING = re.compile(r"(\b_worker \(concurrent/futures/thread\.py:\d+\)|\bget \(queue\.py:\d+\))$")
 
 
 def layer_of(stack: str) -> str:
@@ -91,35 +92,67 @@ def layer_of(stack: str) -> str:
     return "transport" if LOOP.search(stack) else "other"
 
 
-def parse_raw(text: str) -> Counter[str]:
-    """py-spy's raw (collapsed) output: ``frame;frame;... count`` per line -> samples per layer."""
-    samples: Counter[str] = Counter()
+def parse_raw(text: str) -> dict[int, Counter[str]]:
+    """py-spy's raw (collapsed) output, recorded with ``--threads``: ``thread (TID)[: name];frame;
+    ... count`` per line -> samples per layer, per OS thread id (0 when the line names none)."""
+    samples: dict[int, Counter[str]] = {}
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit() and not IDLE.search(stack):
-            samples[layer_of(stack)] += int(count)
+        if not stack or not count.isdigit():
+            continue
+        thread = _THREAD.match(stack)
+        tid = int(thread.group(1)) if thread else 0
+        frames = stack.split(";", 1)[1] if thread and ";" in stack else ("" if thread else stack)
+        if WAITING.search(frames):
+            continue
+        samples.setdefault(tid, Counter())[layer_of(frames)] += int(count)
     return samples
 
 
-def table(samples: Counter[str], cpu_ms_per_request: float | None) -> list[str]:
-    total = sum(samples.values()) or 1
-    lines = ["| layer | samples | share | CPU ms / request |", "|---|---|---|---|"]
+def attribute(samples: dict[int, Counter[str]], cpu_s: dict[int, float]) -> dict[str, float]:
+    """CPU seconds per layer: each thread's measured CPU shared out by its own samples (py-spy
+    counts a thread busy while it is runnable, which on a loaded machine is not running: its
+    sample counts are only proportions within the thread). A thread with CPU time and no samples
+    runs no Python (ORT's intra-op pool, gRPC core's threads)."""
+    out = dict.fromkeys(LAYERS, 0.0)
+    for tid, cpu in cpu_s.items():
+        counts = samples.get(tid)
+        if not counts:
+            out[NATIVE] += cpu
+            continue
+        total = sum(counts.values())
+        for layer, n in counts.items():
+            out[layer] += cpu * n / total
+    return out
+
+
+def table(samples: dict[int, Counter[str]], cpu_ms: dict[str, float] | None) -> list[str]:
+    """The per-layer table; ``cpu_ms`` (CPU ms per request by layer) None: sample shares only."""
+    merged: Counter[str] = Counter()
+    for counts in samples.values():
+        merged.update(counts)
+    total = sum(merged.values()) or 1
+    lines = ["| layer | samples | share of samples | CPU ms / request |", "|---|---|---|---|"]
     for layer in LAYERS:
-        share = samples[layer] / total
-        ms = f"{share * cpu_ms_per_request:.3f}" if cpu_ms_per_request is not None else "-"
-        lines.append(f"| {layer} | {samples[layer]} | {share:.1%} | {ms} |")
-    serving = sum(samples[layer] for layer in SERVING) / total
-    ms = f"{serving * cpu_ms_per_request:.3f}" if cpu_ms_per_request is not None else "-"
-    lines.append(
-        f"| **serving (all but model)** | {sum(samples[x] for x in SERVING)} | {serving:.1%} | {ms} |"
-    )
+        ms = f"{cpu_ms[layer]:.3f}" if cpu_ms is not None else "-"
+        lines.append(f"| {layer} | {merged[layer]} | {merged[layer] / total:.1%} | {ms} |")
+    serving = sum(merged[layer] for layer in SERVING)
+    ms = f"{sum(cpu_ms[layer] for layer in SERVING):.3f}" if cpu_ms is not None else "-"
+    lines.append(f"| **serving (all but model)** | {serving} | {serving / total:.1%} | {ms} |")
     return lines
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of process ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 async def profile(system: Taskgate, running: object, transport: str, args: argparse.Namespace) -> dict:
@@ -129,18 +162,18 @@ async def profile(system: Taskgate, running: object, transport: str, args: argpa
         await closed_loop(call, args.clients, 1.0, warmup_s=1.0)  # warm connections and the model
         spy = subprocess.Popen(  # noqa: ASYNC220 (starting it does not wait; the load runs meanwhile)
             [args.py_spy, "record", "-p", str(pid), "-r", str(args.rate), "-f", "raw", "--nonblocking",
-             "-o", str(raw_path)],
+             "--threads", "-o", str(raw_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        marks: dict[str, float] = {}
+        marks: dict[int, float] = {}
 
         async def mark_start() -> None:
             await asyncio.sleep(1.0)  # the warm-up below: py-spy attaches meanwhile
-            marks["cpu0"] = _cpu_s(pid)
+            marks.update(_thread_cpu_s(pid))
 
         starter = asyncio.ensure_future(mark_start())
         sample = await closed_loop(call, args.clients, args.seconds, warmup_s=1.0)
-        cpu = _cpu_s(pid) - marks["cpu0"]
+        cpu_s = {tid: cpu - marks.get(tid, 0.0) for tid, cpu in _thread_cpu_s(pid).items()}
         await starter
         spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         _, err = spy.communicate(timeout=60)
@@ -148,15 +181,17 @@ async def profile(system: Taskgate, running: object, transport: str, args: argpa
         raise SystemExit(f"py-spy wrote nothing (run as root?): {err.strip()[-500:]}")
     samples = parse_raw(raw_path.read_text())
     requests = len(sample.latencies_ms)
+    by_layer = attribute(samples, cpu_s)
     return {
         "transport": transport,
         "clients": args.clients,
         "requests": requests,
         "req_per_s": sample.throughput,
         "errors": sample.errors,
-        "cpu_s": cpu,
-        "cpu_ms_per_request": 1000 * cpu / requests if requests else None,
-        "samples": dict(samples),
+        "cpu_s": sum(cpu_s.values()),
+        "cpu_ms_per_request": 1000 * sum(cpu_s.values()) / requests if requests else None,
+        "cpu_ms_by_layer": {k: 1000 * v / requests for k, v in by_layer.items()} if requests else None,
+        "samples": {str(tid): dict(counts) for tid, counts in samples.items()},
         "raw": str(raw_path.relative_to(ROOT)),
     }
 
@@ -176,7 +211,7 @@ def report(runs: list[dict], args: argparse.Namespace) -> str:
             if ms
             else f"## {run['transport']}: no requests",
             "",
-            *table(Counter(run["samples"]), ms),
+            *table({int(t): Counter(c) for t, c in run["samples"].items()}, run["cpu_ms_by_layer"]),
         ]
     return "\n".join(lines) + "\n"
 
@@ -194,13 +229,12 @@ def main() -> None:
         "--serve-args", default="", help="more `taskgate serve` flags, e.g. '--event-loop asyncio'"
     )
     parser.add_argument("--from-raw", type=Path, help="only print the table of a saved raw profile")
-    parser.add_argument("--cpu-ms", type=float, help="with --from-raw: the CPU ms per request it had")
     parser.add_argument(
         "--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     )
     args = parser.parse_args()
     if args.from_raw:
-        print("\n".join(table(parse_raw(args.from_raw.read_text()), args.cpu_ms)))
+        print("\n".join(table(parse_raw(args.from_raw.read_text()), None)))
         return
     args.stem = "profile_layers" + (f"-{args.label}" if args.label else "")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
