@@ -15,7 +15,11 @@ DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
 # ONNX Runtime (Optimum export with past key values) decodes SmolLM2 ~2x faster than PyTorch
 # here (1 thread: 24 vs 13 tok/s at batch 1, 116 vs 58 at batch 8), with the same greedy tokens.
 GENERATION_RUNTIME = "onnx-causal-lm"
-SMOLLM2_SETTINGS = {"eos_token": "<|im_end|>", "max_batch_size": 16, "max_queue": 64}
+# max_queue: requests waiting for one of the 16 slots. Generation is admitted by this queue alone
+# (--max-inflight-per-model counts encoder work), and an admitted request waits about
+# max_queue / max_batch_size waves before its own: with 64 waiting, bench/overload.py measured
+# admitted p99 at 4-5x the p99 at capacity under 10x load; with 16 (one wave) about 1-2x.
+SMOLLM2_SETTINGS = {"eos_token": "<|im_end|>", "max_batch_size": 16, "max_queue": 16}
 
 
 def package_folder(package: str, sub: str) -> Path:
