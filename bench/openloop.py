@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import resource
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Tally:
     sent: int = 0
     not_sent: int = 0
     seconds: float = 0.0  # the window requests were sent in
+    cpu_s: float = 0.0  # the generator's own CPU time in that window (all its processes)
 
     def add(self, outcome: Outcome) -> None:
         if outcome.kind == "ok":
@@ -57,6 +59,7 @@ class Tally:
         self.sent += other.sent
         self.not_sent += other.not_sent
         self.seconds = max(self.seconds, other.seconds)
+        self.cpu_s += other.cpu_s
 
     @property
     def error_count(self) -> int:
@@ -68,6 +71,7 @@ class Tally:
             "sent": self.sent,
             "not_sent": self.not_sent,
             "seconds": self.seconds,
+            "generator_cores": self.cpu_s / seconds,
             "sent_per_s": self.sent / seconds,
             "ok": len(self.ok_ms),
             "ok_per_s": len(self.ok_ms) / seconds,
@@ -80,6 +84,11 @@ class Tally:
             "errors": self.error_count,
             "error_kinds": dict(self.errors),
         }
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -142,7 +151,7 @@ async def _offer(
     async with open_client(transport, address, job.tokens) as client:
         await client.request(task)  # opens the connection before the clock starts
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         due = 0
         while (elapsed := time.perf_counter() - started) < seconds:
             target = int(elapsed * rate) + 1
@@ -161,6 +170,7 @@ async def _offer(
                     await asyncio.sleep(0)  # let answers in while catching up
             await asyncio.sleep(max(0.0, due / rate - (time.perf_counter() - started)))
         tally.seconds = time.perf_counter() - started
+        tally.cpu_s = _cpu() - cpu
         if outstanding:
             await asyncio.wait(outstanding, timeout=job.drain_s)
     return tally

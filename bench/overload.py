@@ -84,8 +84,10 @@ def build_row(
     phases: dict[str, Tally],
     rss_mib: tuple[float, float, float],
     split: dict[str, dict[str, float] | None],
+    server_cores: float = float("nan"),
 ) -> dict[str, Any]:
-    """One target's figures and pass / fail checks, from the three phases' tallies."""
+    """One target's figures and pass / fail checks, from the three phases' tallies (server_cores:
+    the gateway's CPU use during the overload window)."""
     capacity, over, recovery = (phases[name].summary() for name in ("capacity", "overload", "recovery"))
     start, peak, end = rss_mib
     cap_p99, cap_p50 = float(capacity["ok_p99_ms"]), float(capacity["ok_p50_ms"])
@@ -117,6 +119,7 @@ def build_row(
         "rss_peak_mib": peak,
         "rss_end_mib": end,
         "split": split,
+        "server_cores_overload": server_cores,
         "checks": checks,
         "passed": all(c["passed"] for c in checks),
     }
@@ -155,6 +158,13 @@ def render_md(payload: dict[str, Any]) -> str:
             f"| {over['shed_without_retry_after']} | {over['errors']} "
             f"| {_f(row['rss_start_mib'])} / {_f(row['rss_peak_mib'])} / {_f(row['rss_end_mib'])} "
             f"| {_f(rec['ok_per_s'])} | {_f(rec['ok_p99_ms'])} | {rec['errors'] + rec['shed']} |"
+        )
+    lines += ["", "CPU during the overload window, in cores:", ""]
+    lines += ["| model | transport | gateway | generators |", "|---|---|---|---|"]
+    for row in payload["rows"]:
+        lines.append(
+            f"| {row['model_id']} | {row['transport']} | {_f(row.get('server_cores_overload', math.nan), 2)} "
+            f"| {_f(row['overload'].get('generator_cores', math.nan), 2)} |"
         )
     lines += ["", "## Checks", ""]
     lines += [line for row in payload["rows"] for line in check_lines(row)]
@@ -225,10 +235,11 @@ def run_target(
     rss_end = sampler.sample()
     marks.append({"phase": f"{transport} recovery", "start": begin, "end": sampler.now()})
     rss_peak = max([rss_start, *sampler.window(sampler.at(start_at), sampler.now())])
+    server_cores = sampler.cores(sampler.at(start_at), sampler.at(start_at) + over.seconds)
     for index, phase in enumerate(("capacity", "overload", "recovery")):
         splits[phase] = split_between(scrapes[index], scrapes[index + 1])
     phases = {"capacity": capacity, "overload": over, "recovery": recovery}
-    row = build_row(target, transport, rate, phases, (rss_start, rss_peak, rss_end), splits)
+    row = build_row(target, transport, rate, phases, (rss_start, rss_peak, rss_end), splits, server_cores)
     for line in check_lines(row):
         print(line, flush=True)
     return row, marks

@@ -46,6 +46,17 @@ def serve_gateway(store: Path, preload: list[str], flags: list[str]) -> Iterator
         yield Served(Running(match.group(1), match.group(2)), proc.pid)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (its threads included; 0 once it is gone)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of ``pid`` in KiB (0 once the process is gone)."""
     try:
@@ -64,6 +75,7 @@ class RssSampler:
     pid: int
     interval_s: float = 0.5
     samples: list[tuple[float, float]] = field(default_factory=list)
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, CPU seconds)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     started: float = 0.0
@@ -88,7 +100,9 @@ class RssSampler:
     def sample(self) -> float:
         """Take one sample now (also called at phase edges); returns MiB."""
         mib = rss_kib(self.pid) / 1024
-        self.samples.append((time.time() - self.started, mib))
+        now = time.time() - self.started
+        self.samples.append((now, mib))
+        self.cpu.append((now, cpu_seconds(self.pid)))
         return mib
 
     def now(self) -> float:
@@ -97,6 +111,13 @@ class RssSampler:
     def at(self, wall: float) -> float:
         """A time.time() as seconds since the sampler started."""
         return wall - self.started
+
+    def cores(self, start: float, end: float) -> float:
+        """The process's CPU use between two times, in cores (from the samples nearest inside)."""
+        inside = [(t, c) for t, c in self.cpu if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return float("nan")
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
     def window(self, start: float, end: float) -> list[float]:
         return [mib for t, mib in self.samples if start <= t <= end]
