@@ -212,6 +212,7 @@ def llama_cpp(gguf: Path, streams: dict[int, list[str]], tokens: int, repeats: i
         str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
         "--port", str(port), "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS),
         "--n_ctx", "4096", "--chat_format", "chatml",
+        "--interrupt_requests", "false",  # its default ends a running stream when another arrives
     ]  # fmt: skip
     with process(command) as proc:
         wait_for_line(proc, r"Uvicorn running on", timeout_s=300)
