@@ -50,7 +50,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.openloop import OfferJob, Tally, closed, offer  # noqa: E402
 from bench.results_name import results_stem  # noqa: E402
-from bench.server_watch import RssSampler, scrape_split, serve_gateway, split_between  # noqa: E402
+from bench.server_watch import (  # noqa: E402
+    RssSampler,
+    listen_overflows,
+    scrape_split,
+    serve_gateway,
+    split_between,
+)
 from bench.stores import prepare_store, store_path  # noqa: E402
 from bench.systems import GRPC, REST  # noqa: E402
 from bench.traffic import GENERATION_MODEL, MODEL  # noqa: E402
@@ -159,13 +165,19 @@ def render_md(payload: dict[str, Any]) -> str:
             f"| {_f(row['rss_start_mib'])} / {_f(row['rss_peak_mib'])} / {_f(row['rss_end_mib'])} "
             f"| {_f(rec['ok_per_s'])} | {_f(rec['ok_p99_ms'])} | {rec['errors'] + rec['shed']} |"
         )
-    lines += ["", "CPU during the overload window, in cores:", ""]
-    lines += ["| model | transport | gateway | generators |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "During the overload window: CPU in cores, and connections the kernel dropped because an accept "
+        "queue was full (TcpExt ListenOverflows, machine-wide; a client's SYN is retried after 1, 3, 7 s).",
+        "",
+        "| model | transport | gateway cores | generator cores | listen overflows |",
+        "|---|---|---|---|---|",
+    ]
     for row in payload["rows"]:
-        lines.append(
-            f"| {row['model_id']} | {row['transport']} | {_f(row.get('server_cores_overload', math.nan), 2)} "
-            f"| {_f(row['overload'].get('generator_cores', math.nan), 2)} |"
-        )
+        server = _f(row.get("server_cores_overload", math.nan), 2)
+        generators = _f(row["overload"].get("generator_cores", math.nan), 2)
+        overflows = row.get("listen_overflows", "-")
+        lines.append(f"| {row['model_id']} | {row['transport']} | {server} | {generators} | {overflows} |")
     lines += ["", "## Checks", ""]
     lines += [line for row in payload["rows"] for line in check_lines(row)]
     splits = [(row, phase, s) for row in payload["rows"] for phase, s in row["split"].items() if s]
@@ -226,7 +238,9 @@ def run_target(
     job = OfferJob(
         transport, address, target.task, rate, args.seconds, args.workers, args.tokens, args.max_outstanding
     )
+    overflows = listen_overflows()
     over, start_at = offer(job)
+    overflows = listen_overflows() - overflows if overflows >= 0 else -1
     scrapes.append(scrape_split(http, target.model))
     marks.append({"phase": f"{transport} overload", "start": sampler.at(start_at), "end": sampler.now()})
     begin = sampler.now()
@@ -240,6 +254,7 @@ def run_target(
         splits[phase] = split_between(scrapes[index], scrapes[index + 1])
     phases = {"capacity": capacity, "overload": over, "recovery": recovery}
     row = build_row(target, transport, rate, phases, (rss_start, rss_peak, rss_end), splits, server_cores)
+    row["listen_overflows"] = overflows
     for line in check_lines(row):
         print(line, flush=True)
     return row, marks

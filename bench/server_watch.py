@@ -57,6 +57,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listening socket's accept queue was
+    full (TcpExt ListenOverflows, machine-wide; -1 where /proc/net/netstat is missing)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return -1
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", -1))
+    return -1
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of ``pid`` in KiB (0 once the process is gone)."""
     try:

@@ -46,6 +46,7 @@ def test_a_short_overload_run_sheds_with_retry_after_and_writes_its_results(tmp_
         assert 0 < row["rss_start_mib"] <= row["rss_peak_mib"]
         assert len(row["checks"]) == 8
         assert row["server_cores_overload"] > 0 and over["generator_cores"] > 0  # both sides worked
+        assert isinstance(row["listen_overflows"], int)
     (server,) = payload["rss"]
     assert len(server["samples"]) > 4
     assert [m["phase"] for m in server["phases"]] == [
