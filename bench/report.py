@@ -276,19 +276,24 @@ def _plot_latency(ax: Any, results: dict[str, dict[str, Any]]) -> None:
 
 
 def _plot_split(ax: Any, results: dict[str, dict[str, Any]]) -> None:
-    ax.set_title("Queue / model / overhead (mean ms)", fontsize=10)
+    ax.set_title("Queue / model / overhead (share of the mean; total ms at right)", fontsize=10)
     splits = _split_rows(results)
     if not splits:
         return _note(ax, "no latency split recorded")
-    bottom = [0.0] * len(splits)
+    totals = [sum(s[f"{part}_ms"] for part in ("queue", "model", "overhead")) for _, s in splits]
+    left = [0.0] * len(splits)
     for part in ("queue", "model", "overhead"):
-        values = [s[f"{part}_ms"] for _, s in splits]
-        ax.barh(range(len(splits)), values, left=bottom, label=part)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        shares = [
+            s[f"{part}_ms"] / total if total else 0.0 for (_, s), total in zip(splits, totals, strict=True)
+        ]
+        ax.barh(range(len(splits)), shares, left=left, label=part)
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    for index, total in enumerate(totals):
+        ax.text(1.01, index, f"{total:.1f} ms", va="center", fontsize=6)
     ax.set_yticks(range(len(splits)))
     ax.set_yticklabels([label for label, _ in splits], fontsize=6)
-    ax.set_xlabel("ms per request")
-    ax.legend(fontsize=7)
+    ax.set(xlim=(0, 1.15), xlabel="share of the mean request time")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def _plot_rss(ax: Any, results: dict[str, dict[str, Any]]) -> None:
