@@ -317,6 +317,13 @@ class DynamicBatcher(Generic[RowT, OutT]):
 def _tell_timing(record: RequestRecord, rows: list[_Pending[Any, Any]]) -> None:
     """The request's queue wait (arrival to its first batch) and model time (first batch's start
     to last batch's end); rows that never ran count as queued until now."""
+    if len(rows) == 1:  # most requests: no generator, no min / max
+        row = rows[0]
+        if row.ran:
+            record.add_batch(row.ran - row.arrived, row.done - row.ran)
+        else:
+            record.add_batch(time.monotonic() - row.arrived, 0.0)
+        return
     first = min((p.ran for p in rows if p.ran), default=0.0)
     if not first:
         record.add_batch(time.monotonic() - rows[0].arrived, 0.0)
