@@ -3,10 +3,13 @@
     .venv/bin/python bench/encoder_latency.py [--rounds 5] [--calls 200] [--threads 1]
 
 The gateway runs as its own process (``taskgate serve`` on ephemeral loopback ports) with the
-same thread settings as the raw runtime. Each round measures raw, gRPC and REST back to back;
-the table shows medians over all calls and the median of the per-round overheads, so a noisy
-neighbour hits all three columns alike. Not a test: numbers go to stdout. Runs on its own model
-store, bench/.stores/encoder_latency/ (bench/stores.py), never ./model-store.
+same thread settings as the raw runtime: 2 model workers x ``--threads``, which an ONNX encoder
+holds as one intra-op pool (runtimes.onnx_encoder.shared_pool_threads; a lone request uses all of
+it), so the raw runtime runs one call at a time on a session with that pool. Each round measures
+raw, gRPC and REST back to back; the table shows medians over all calls and the median of the
+per-round overheads, so a noisy neighbour hits all three columns alike. Not a test: numbers go
+to stdout. Runs on its own model store, bench/.stores/encoder_latency/ (bench/stores.py), never
+./model-store.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def main() -> None:
     from gateway.wire import caikit_runtime_nlp_pb2 as nlp
     from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
     from runtimes.base import ThreadSettings
-    from runtimes.onnx_encoder import OnnxEncoder
+    from runtimes.onnx_encoder import OnnxEncoder, shared_pool_threads
 
     store = prepare_store(args.store)
     manifest = ModelStore(store).manifest(MODEL)
@@ -68,7 +71,7 @@ def main() -> None:
         source=manifest.source,
         work_dir=manifest.folder,
         options={},
-        threads=ThreadSettings(intra_op_threads=args.threads, inter_op_threads=1),
+        threads=ThreadSettings(intra_op_threads=args.threads, inter_op_threads=1, model_workers=2),
     )
     raw.load()
 
@@ -128,7 +131,8 @@ def main() -> None:
         server.wait(timeout=30)
 
     print(
-        f"\nSingle-request embedding latency, MiniLM-L6 ONNX, 16-token text, intra-op threads={args.threads}"
+        f"\nSingle-request embedding latency, MiniLM-L6 ONNX, 16-token text, ORT pool of "
+        f"{shared_pool_threads(ThreadSettings(intra_op_threads=args.threads, model_workers=2))} thread(s)"
     )
     print(f"{args.rounds} rounds x {args.calls} calls each; client and gateway on one 2-core machine\n")
     print("| path | p50 ms | p90 ms | p99 ms | p50 overhead vs raw (median of rounds) |")
