@@ -142,8 +142,9 @@ def test_generation_tokens_time_to_first_token_and_gaps_move(
     http: httpx.Client, stub: nlp_grpc.NlpServiceStub
 ) -> None:
     meta = (("mm-model-id", SMOL),)
+    # loads SmolLM2 first (a fresh store exports it: minutes on a busy machine), within its deadline
     stub.TextGenerationTaskPredict(
-        nlp.TextGenerationTaskRequest(text=GEN_PROMPT, max_new_tokens=2), metadata=meta
+        nlp.TextGenerationTaskRequest(text=GEN_PROMPT, max_new_tokens=2), metadata=meta, timeout=540
     )
     _, before = scrape(http)
     unary = stub.TextGenerationTaskPredict(
