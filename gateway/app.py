@@ -84,7 +84,7 @@ class Gateway:
         self._http_task: asyncio.Task[None] | None = None
         self.addresses = Addresses("", "")
         self.drain = Drain()  # graceful shutdown (gateway/shutdown.py): both access gates see it
-        self.admission = Admission(settings.api_keys, self.drain)
+        self.admission = Admission(settings.api_keys, self.drain, settings.limits.max_inflight)
 
     async def start(self) -> Addresses:
         server = self.settings.server
@@ -117,6 +117,7 @@ class Gateway:
             log_config=None,  # uvicorn's lines go through the root logger (text or JSON, log_format)
             lifespan="off",
             http="httptools",
+            backlog=server.http_backlog,
             timeout_graceful_shutdown=STOP_GRACE_S,  # after the drain: what is left is cut
             **tls.uvicorn_options(server),
         )

@@ -39,6 +39,8 @@ class ServerSettings:
     tls_cert_file: str = ""  # PEM; with tls_key_file: HTTPS and gRPC over TLS
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    http_backlog: int = 4096  # the HTTP listener's accept queue (the kernel caps it at somaxconn)
+    grpc_max_concurrent_rpcs: int = 0  # grpcio's own bound on calls at once (0: none; no retry-after)
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -49,6 +51,12 @@ class ServerSettings:
             raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
+        if not 1 <= self.http_backlog <= 65535:
+            raise ValueError(f"http_backlog must be within 1..65535, got {self.http_backlog}")
+        if self.grpc_max_concurrent_rpcs < 0:
+            raise ValueError(
+                f"grpc_max_concurrent_rpcs must not be negative, got {self.grpc_max_concurrent_rpcs}"
+            )
         if not 0 <= self.shutdown_timeout_s <= 3600:
             raise ValueError(f"shutdown_timeout_s must be within 0-3600, got {self.shutdown_timeout_s}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -68,6 +76,7 @@ class RequestLimits:
     max_inputs: int = 256
     max_text_chars: int = 100_000
     max_inflight_per_model: int = 64
+    max_inflight: int = 256  # requests and streams in flight, whole process (0: none)
     default_timeout_s: float = 60.0
     max_new_tokens: int = 2048  # the most tokens one generation request may ask for
 
@@ -77,6 +86,8 @@ class RequestLimits:
         for name in ("max_inputs", "max_text_chars", "max_inflight_per_model", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_inflight < 0:
+            raise ValueError(f"max_inflight must not be negative, got {self.max_inflight}")
 
 
 @dataclass(frozen=True)
@@ -222,6 +233,14 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
     ("tls-cert-file", str, "PEM certificate: serve HTTPS and gRPC over TLS", "server", "tls_cert_file"),
     ("tls-key-file", str, "PEM private key of the certificate", "server", "tls_key_file"),
     ("tls-client-ca-file", str, "PEM CA: require client certificates (mTLS)", "server", "tls_client_ca_file"),
+    ("http-backlog", int, "the HTTP listener's accept queue (capped by somaxconn)", "server", "http_backlog"),
+    (
+        "grpc-max-concurrent-rpcs",
+        int,
+        "grpcio's own bound on calls at once, a backstop above --max-inflight (0: none)",
+        "server",
+        "grpc_max_concurrent_rpcs",
+    ),
     ("intra-op-threads", int, "threads inside one model call", "runtime", "intra_op_threads"),
     ("inter-op-threads", int, "threads across graph branches", "runtime", "inter_op_threads"),
     ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),
@@ -233,6 +252,13 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
         "requests admitted at once per model",
         "limits",
         "max_inflight_per_model",
+    ),
+    (
+        "max-inflight",
+        int,
+        "task requests and streams in flight, whole process; more: 429 / RESOURCE_EXHAUSTED (0: none)",
+        "limits",
+        "max_inflight",
     ),
     ("default-timeout-s", float, "deadline of a request that names none", "limits", "default_timeout_s"),
     ("max-new-tokens", int, "most tokens one generation request may ask for", "limits", "max_new_tokens"),

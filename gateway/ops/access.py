@@ -265,13 +265,20 @@ def check_new_tokens(tenant: Tenant | None, max_new_tokens: int) -> None:
 
 class Admission:
     """The one decision per request, both transports: probes pass (readiness not while
-    draining); while draining nothing else is admitted; with keys, the key names a tenant with
-    the route's right; a tenant stays within its in-flight limit. ``admitted`` counts the
-    request for the drain and the tenant, and makes its tenant the current caller."""
+    draining); while draining nothing else is admitted; an ``infer`` call beyond the process's
+    ``max_inflight`` requests in flight (every admitted request and stream, both transports, until
+    its last byte) is OVERLOADED at once, before its key is checked or its body read (probes,
+    management and tuning are counted, never refused by it); with keys, the key names a tenant
+    with the route's right; a tenant stays within its in-flight limit. ``admitted`` counts the
+    request for the drain and the tenant, and makes its tenant the current caller; ``check`` and
+    ``admitted`` run with no await between them, so the count cannot overshoot."""
 
-    def __init__(self, keys: ApiKeys | None = None, drain: Drain | None = None) -> None:
+    def __init__(
+        self, keys: ApiKeys | None = None, drain: Drain | None = None, max_inflight: int = 0
+    ) -> None:
         self.keys = keys
         self.drain = drain if drain is not None else Drain()
+        self.max_inflight = max_inflight  # process-wide, both transports (0: none); see check
         self._inflight = TenantCounter("requests in flight", lambda limits: limits.max_inflight)
 
     def inflight(self, tenant: str) -> int:
@@ -284,6 +291,11 @@ class Admission:
             return None
         if self.drain.draining:
             raise Unavailable(SHUTTING_DOWN, retry_after_s=1.0)
+        if route is Right.INFER and 0 < self.max_inflight <= self.drain.inflight:
+            raise Overloaded(
+                f"the server has {self.drain.inflight} requests in flight (its limit); retry shortly",
+                retry_after_s=1.0,
+            )
         if route is Probe.READINESS or self.keys is None:
             return None
         if not key:

@@ -120,6 +120,9 @@ async def start_grpc(
     observer = RequestObserver(core.metrics, access=settings.access_log, payloads=settings.log_payloads)
     server = grpc.aio.server(
         interceptors=[ObserveCalls(observer), AccessGate(admission), guard],
+        # grpcio's own bound answers RESOURCE_EXHAUSTED itself, before any interceptor and with no
+        # trailers (no retry-after): a backstop above the access gate's --max-inflight
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs or None,
         options=[
             ("grpc.max_receive_message_length", largest),
             # Responses may be larger than their request (rerank echoes the documents for every
