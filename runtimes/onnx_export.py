@@ -3,7 +3,9 @@
 The export lives in ``<work_dir>/onnx-<task>/``, beside a ``fingerprint.json`` naming the
 source's content hash, the task and the exporter versions. When any of those changes the model
 is exported again; the new export is written to a temporary folder and renamed into place, so
-a crash never leaves a half-written export that looks valid.
+a crash never leaves a half-written export that looks valid. A causal LM's export
+(``text-generation-with-past``) is then edited by ``runtimes.causal_graph`` (a ``logits_to_keep``
+input), whose version the fingerprint holds too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+from runtimes import causal_graph
 from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
 from runtimes.progress import progress_step
@@ -30,15 +34,18 @@ def source_fingerprint(source: Path) -> str:
     return fingerprint(source)
 
 
-def _expected(source: Path, task: str) -> dict[str, str]:
+def _expected(source: Path, task: str) -> dict[str, Any]:
     # versions from package metadata: importing optimum / transformers costs ~300 MB and seconds,
     # which a load from a cached export must not pay
-    return {
+    expected: dict[str, Any] = {
         "source_sha256": source_fingerprint(source),
         "task": task,
         "optimum": metadata.version("optimum"),
         "transformers": metadata.version("transformers"),
     }
+    if task == causal_graph.TASK:  # the export is edited after Optimum writes it
+        expected["graph_edits"] = causal_graph.EDITS
+    return expected
 
 
 def export_cached(source: Path, work_dir: Path, task: str) -> Path:
@@ -81,3 +88,5 @@ def _export(source: Path, output: Path, task: str) -> None:
         library_name="transformers",
         do_validation=False,
     )
+    if task == causal_graph.TASK:
+        causal_graph.edit_export(output)

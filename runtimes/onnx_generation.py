@@ -14,8 +14,10 @@ The exported graph takes ``input_ids``, ``attention_mask`` (past + new columns),
 ``position_ids`` and ``past_key_values.N.key`` / ``.value`` (``[rows, kv_heads, past, head_dim]``)
 and returns ``logits`` then ``present.N.key`` / ``.value``. The cache is kept as numpy arrays in
 the graph's past input order, left-padded like the batch's mask. Logits go back as torch
-tensors (``torch.from_numpy``). The graph computes logits for every input position (it has no
-``logits_to_keep``), so a prefill pays for the vocabulary projection of every prompt token.
+tensors (``torch.from_numpy``). The export is edited once (``runtimes.causal_graph``) to take
+``logits_to_keep`` (int64 ``[1]``): a step asks for the last position's logits only (1), so a
+prefill no longer pays the vocabulary projection of every prompt token; prompt log-probabilities
+ask for every position (0).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtimes import quantize
+from runtimes import causal_graph, quantize
 from runtimes.base import ThreadSettings
 from runtimes.causal_lm_base import DEFAULT_MAX_CONTEXT, CausalLMBase, ForwardInputs, stack_left_padded
 
@@ -56,6 +58,7 @@ class OnnxCausalLM(CausalLMBase[_Cache]):
         self._output_names: list[str] = []  # logits, then present.N.* in the order of _past_names
         self._cache_shape: tuple[int, int] = (0, 0)  # (kv_heads, head_dim)
         self._cache_dtype: Any = np.float32
+        self._keeps_logits = False  # the graph has runtimes.causal_graph's logits_to_keep input
 
     # -- the engine ----------------------------------------------------------------------
     def _load_engine(self, folder: Path) -> int:
@@ -111,6 +114,7 @@ class OnnxCausalLM(CausalLMBase[_Cache]):
             if inputs[name].shape != first.shape or inputs[name].type != first.type:
                 raise ValueError(f"cache inputs differ: {name} {inputs[name].shape} {inputs[name].type}")
         self._past_names, self._output_names = past, ["logits", *present]
+        self._keeps_logits = causal_graph.LOGITS_TO_KEEP in inputs
         self._cache_shape, self._cache_dtype = (heads, head_dim), dtype
 
     def _forward(self, inputs: ForwardInputs, cache: _Cache | None) -> tuple[torch.Tensor, _Cache]:
@@ -125,6 +129,8 @@ class OnnxCausalLM(CausalLMBase[_Cache]):
             "attention_mask": inputs.attention_mask,
             "position_ids": inputs.position_ids,
         }
+        if self._keeps_logits:
+            feeds[causal_graph.LOGITS_TO_KEEP] = np.asarray([inputs.logits_to_keep], np.int64)
         feeds.update(zip(self._past_names, cache, strict=True))
         outputs = self._session.run(self._output_names, feeds)
         return torch.from_numpy(outputs[0].astype(np.float32, copy=False)), list(outputs[1:])

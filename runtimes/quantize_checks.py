@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from runtimes.base import pad_rows
+from runtimes.causal_graph import LOGITS_TO_KEEP, materialize_lm_head
 from runtimes.quantize import copy_beside
 
 PROBE_SENTENCES = (
@@ -193,10 +194,13 @@ def make_int4(
         accuracy_level=settings["accuracy_level"],
         bits=settings["bits"],
     )
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(exported / "model.onnx")), algo_config=config)
+    model = onnx.load(str(exported / "model.onnx"))
+    if settings.get("lm_head"):  # lm_head reads the tied embedding through a Transpose: make it constant
+        materialize_lm_head(model)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
     quantizer.process()
     quantizer.model.save_model_to_file(str(output / "model.onnx"), use_external_data_format=external)
-    del quantizer
+    del quantizer, model
     copy_beside(exported, output)
     quantize_s = time.perf_counter() - started
     prompts, eos_id, tokenizer = _chat_prompts(exported, eos_token)
@@ -273,6 +277,7 @@ def _answers(model: Path, prompts: list[list[int]], eos_id: int) -> list[list[in
     past = [name for name in inputs if name.startswith("past_key_values.")]
     outputs = ["logits", *(name.replace("past_key_values.", "present.", 1) for name in past)]
     shape = inputs[past[0]].shape
+    keep = {LOGITS_TO_KEEP: np.asarray([1], np.int64)} if LOGITS_TO_KEEP in inputs else {}
     answers = []
     for prompt in prompts:
         cache = [np.zeros((1, shape[1], 0, shape[3]), np.float32)] * len(past)
@@ -285,6 +290,7 @@ def _answers(model: Path, prompts: list[list[int]], eos_id: int) -> list[list[in
                 "input_ids": ids,
                 "attention_mask": np.ones((1, width), np.int64),
                 "position_ids": positions,
+                **keep,
             }
             result = session.run(outputs, {**feeds, **dict(zip(past, cache, strict=True))})
             token = int(result[0][0, -1].argmax())
