@@ -285,17 +285,27 @@ class Admission:
         """The requests of ``tenant`` in flight now."""
         return self._inflight.count(tenant)
 
+    def sheds(self, route: Route) -> bool:
+        """Whether a call of ``route`` is refused OVERLOADED now (the process-wide limit)."""
+        return (
+            route is Right.INFER and 0 < self.max_inflight <= self.drain.inflight and not self.drain.draining
+        )
+
+    def overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"the server has {self.drain.inflight} requests in flight (limit {self.max_inflight}); "
+            "retry shortly",
+            retry_after_s=1.0,
+        )
+
     def check(self, route: Route, key: str | None) -> Tenant | None:
         """The caller's tenant (None: no keys, or a probe), or the refusal raised."""
         if route is Probe.LIVENESS:
             return None
         if self.drain.draining:
             raise Unavailable(SHUTTING_DOWN, retry_after_s=1.0)
-        if route is Right.INFER and 0 < self.max_inflight <= self.drain.inflight:
-            raise Overloaded(
-                f"the server has {self.drain.inflight} requests in flight (its limit); retry shortly",
-                retry_after_s=1.0,
-            )
+        if self.sheds(route):
+            raise self.overloaded()
         if route is Probe.READINESS or self.keys is None:
             return None
         if not key:

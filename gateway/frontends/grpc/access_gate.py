@@ -16,6 +16,11 @@ Methods by what they need:
 The key rides in the metadata ``authorization: Bearer <key>`` or ``x-api-key: <key>``. Each
 method's wrapped handler is cached (bounded: a handler made per call for an unknown method is
 re-wrapped, and at most ``MAX_CACHED`` names are kept).
+
+Past the process-wide in-flight limit (``Admission.sheds``) an ``infer`` call is refused here,
+before the guard runs and before grpcio reads its message (``_shed_handler``): under overload
+each refused call costs the event loop as little as we can make it. The limit is checked again
+when a call is admitted (``_admit``), so a call let through here cannot overshoot it.
 """
 
 from __future__ import annotations
@@ -68,13 +73,16 @@ class AccessGate(grpc.aio.ServerInterceptor):
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._shed = _shed_handler(admission)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         route = grpc_route(method)
+        if self._admission.sheds(route):  # the cheap refusal: no guard, no message read
+            return self._shed
+        handler = await continuation(handler_call_details)
         if handler is None or route is Probe.LIVENESS:
             return handler
         cached = self._wrapped.get(method)
@@ -84,6 +92,16 @@ class AccessGate(grpc.aio.ServerInterceptor):
         if method in self._wrapped or len(self._wrapped) < MAX_CACHED:
             self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+def _shed_handler(admission: Admission) -> grpc.RpcMethodHandler:
+    """Answers OVERLOADED (with retry-after) without reading the request: a stream handler, so
+    grpcio calls it at once for any client arity, before it has received the message."""
+
+    async def shed(requests: Any, context: Context) -> None:
+        await refuse(context, admission.overloaded())
+
+    return grpc.stream_stream_rpc_method_handler(shed)
 
 
 def _gated_handler(
