@@ -7,6 +7,11 @@ behind (it shares the CPUs with the server), it catches up by sending what is du
 the rate it managed to offer is ``sent / seconds``: reported beside the rate asked for. More than
 ``max_outstanding`` unanswered requests in one worker and a due request is counted ``not_sent``
 instead (the generator's own bound; never hit while the server answers its excess at once).
+
+Like real clients, a REST worker keeps a bounded keep-alive pool (``connections``, default 256)
+rather than a connection per outstanding request, and every latency is timed from the moment
+the schedule made the request due: time spent waiting for a free connection, or behind the
+worker's own backlog, counts; it is not hidden.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from bench.traffic import Outcome, open_client
+from bench.traffic import DEFAULT_CONNECTIONS, Outcome, open_client
 
 MAX_ERROR_KINDS = 16  # distinct error details kept (bounded: details are codes, not messages)
 
@@ -145,10 +150,10 @@ async def _offer(
     tally = Tally()
     outstanding: set[asyncio.Task[None]] = set()
 
-    async def one() -> None:
-        tally.add(await client.request(task))
+    async def one(at: float) -> None:
+        tally.add(await client.request(task, due=at))
 
-    async with open_client(transport, address, job.tokens) as client:
+    async with open_client(transport, address, job.tokens, job.connections) as client:
         await client.request(task)  # opens the connection before the clock starts
         await asyncio.sleep(max(0.0, start_at - time.time()))
         started, cpu = time.perf_counter(), _cpu()
@@ -161,7 +166,7 @@ async def _offer(
                 if len(outstanding) >= job.max_outstanding:
                     tally.not_sent += 1
                     continue
-                task_ = asyncio.ensure_future(one())
+                task_ = asyncio.ensure_future(one(started + (due - 1) / rate))
                 outstanding.add(task_)
                 task_.add_done_callback(outstanding.discard)
                 tally.sent += 1
@@ -186,6 +191,7 @@ class OfferJob:
     workers: int = 2
     tokens: int = 16
     max_outstanding: int = 2000
+    connections: int = DEFAULT_CONNECTIONS  # REST: the most connections one process keeps open
     drain_s: float = 90.0  # after the window, answers may take this long
 
 

@@ -7,18 +7,20 @@ and the admitted requests keep their latency.
 Targets: MiniLM embeddings (task ``embed``) and SmolLM2 unary generation (``generate``, 16 new
 tokens), each over gRPC and REST. Each model gets a gateway process of its own (127.0.0.1, its own
 store bench/.stores/overload/) with the admission setting under test: for MiniLM
-``--max-inflight-per-model`` (--encoder-inflight); for SmolLM2 its manifest's ``max_queue``
-(--generation-max-queue, default the shipped one: requests waiting for one of the
-``max_batch_size`` slots; generation is not counted by --max-inflight-per-model, so the
-scheduler's queue is what sheds it). Per target:
+``--max-inflight-per-model`` (--encoder-inflight) and the process-wide ``--max-inflight``
+(--max-inflight, default the same: the access gate sheds before any parsing); for SmolLM2 its
+manifest's ``max_queue`` (--generation-max-queue, default the shipped one: requests waiting for
+one of the ``max_batch_size`` slots; generation is not counted by --max-inflight-per-model, so
+the scheduler's queue is what sheds it). Per target:
 
 1. capacity: closed loop, --encoder-clients / --generation-clients clients, --capacity-seconds:
    answers/s and p99.
 2. overload: open loop at --factor x capacity for --seconds, from --workers processes
-   (bench/openloop.py). Recorded: the rate asked for and the rate the generator managed to offer
-   (it shares the CPUs with the server), admitted answers and their p50 / p99, shed answers
-   (429 / RESOURCE_EXHAUSTED; retry-after checked on every one) and their p50 / p99 (time to the
-   shed answer), other errors by code.
+   (bench/openloop.py; REST over at most --connections keep-alive connections per process,
+   every latency timed from when the request was due). Recorded: the rate asked for and the
+   rate the generator managed to offer (it shares the CPUs with the server), admitted answers
+   and their p50 / p99, shed answers (429 / RESOURCE_EXHAUSTED; retry-after checked on every
+   one) and their p50 / p99 (time to the shed answer), other errors by code.
 3. recovery: the capacity run again, right away.
 
 Throughout, the server's VmRSS every 0.5 s: start (just before the overload), peak (overload and
@@ -143,7 +145,9 @@ def render_md(payload: dict[str, Any]) -> str:
         "",
         f"{settings['factor']}x the capacity offered open-loop for {settings['seconds']} s per target from "
         f"{settings['workers']} generator processes on the same machine (each with at most "
-        f"{settings['max_outstanding']} requests unanswered; more due are counted not sent); generation: "
+        f"{settings['max_outstanding']} requests unanswered; more due are counted not sent; REST over at "
+        f"most {settings.get('connections', '-')} keep-alive connections per process; latency timed from "
+        "when a request was due); generation: "
         f"{settings['tokens']} new tokens per request. Asked: the rate the schedule asked for; offered: the "
         "rate the generators managed to send.",
         "",
@@ -236,8 +240,9 @@ def run_target(
     print(f"{target.model} {transport}: capacity {rate / args.factor:.1f} req/s; offering {rate:.0f} req/s")
     rss_start = sampler.sample()
     job = OfferJob(
-        transport, address, target.task, rate, args.seconds, args.workers, args.tokens, args.max_outstanding
-    )
+        transport, address, target.task, rate, args.seconds, args.workers, args.tokens, args.max_outstanding,
+        args.connections,
+    )  # fmt: skip
     overflows = listen_overflows()
     over, start_at = offer(job)
     overflows = listen_overflows() - overflows if overflows >= 0 else -1
@@ -261,9 +266,11 @@ def run_target(
 
 
 def targets(args: argparse.Namespace) -> list[Target]:
+    process = args.max_inflight if args.max_inflight is not None else args.encoder_inflight
     encoder = Target(
         "encoder", MODEL, "embed", args.encoder_clients,
-        f"max inflight {args.encoder_inflight}", ("--max-inflight-per-model", str(args.encoder_inflight)),
+        f"max inflight {args.encoder_inflight} per model, {process} process",
+        ("--max-inflight-per-model", str(args.encoder_inflight), "--max-inflight", str(process)),
     )  # fmt: skip
     shipped = dict(SMOLLM2_SETTINGS)  # what gateway.models.defaults writes into the manifest
     batch = args.generation_batch or shipped["max_batch_size"]
@@ -305,6 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation-clients", type=int, default=16, help="closed-loop clients at capacity")
     parser.add_argument(
         "--encoder-inflight", type=int, default=32, help="--max-inflight-per-model for MiniLM"
+    )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        help="the encoder gateway's --max-inflight, process-wide, checked before any parsing "
+        "(default: --encoder-inflight; 0: none, the per-model check alone)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=256, help="REST: keep-alive connections per generator process"
     )
     parser.add_argument("--generation-batch", type=int, help="SmolLM2's max_batch_size (default: shipped)")
     parser.add_argument(

@@ -13,6 +13,7 @@ generation (greedy, min = max new tokens, so each request does the same work).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -32,6 +33,8 @@ ENCODER_TASKS = ("embed", "similarity", "rerank", "tokenize")
 GENERATION_TASKS = ("generate", "stream")
 TASKS = ENCODER_TASKS + GENERATION_TASKS
 IDLE_REUSE_S = 2.0  # a pooled HTTP connection idle longer is closed, not reused (server keep-alive 5 s)
+DEFAULT_CONNECTIONS = 256  # HTTP connections one client keeps open at most (a real client's pool)
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,10 @@ class Outcome:
 
 
 class Client(Protocol):
-    async def request(self, task: str) -> Outcome: ...
+    async def request(self, task: str, due: float | None = None) -> Outcome:
+        """One request; its latency is timed from ``due`` (a perf_counter time: when an open-loop
+        schedule wanted it sent) when given, else from now."""
+        ...
 
 
 def model_of(task: str) -> str:
@@ -78,11 +84,11 @@ class GrpcClient:
             nlp.ServerStreamingTextGenerationTaskRequest(text=PROMPT, **generation),
         )
 
-    async def request(self, task: str) -> Outcome:
+    async def request(self, task: str, due: float | None = None) -> Outcome:
         import grpc
 
         metadata = (("mm-model-id", model_of(task)),)
-        start = time.perf_counter()
+        start = time.perf_counter() if due is None else due
         try:
             if task == "stream":
                 method, message = self._stream
@@ -103,43 +109,101 @@ class GrpcClient:
 
 
 class StatusHttpClient(RawHttpClient):
-    """RawHttpClient that returns the status and headers (a 429 is an answer, not a failure) and
-    does not reuse a connection idle long enough for the server to have closed it."""
+    """RawHttpClient that returns the status and headers (a 429 is an answer, not a failure), does
+    not reuse a connection idle long enough for the server to have closed it, and keeps at most
+    ``max_connections`` open, like a real client's pool: a request that finds none free waits for
+    one (its latency, timed from when it was due, includes that wait)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, max_connections: int = DEFAULT_CONNECTIONS) -> None:
         super().__init__(base_url)
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.max_connections = max_connections
         self._pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self._open = 0  # connections open or being opened (pooled ones included)
+        self.opened = 0  # connections opened in all
+        self.most_open = 0  # the most open at once
+        self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
+
+    async def _acquire(self) -> Connection:
+        while True:
+            now = time.monotonic()
+            while self._pool:
+                reader, writer, used = self._pool.pop()
+                if now - used < IDLE_REUSE_S:
+                    return reader, writer
+                self._discard(writer)
+            if self._open < self.max_connections:
+                self._open += 1
+                self.opened += 1
+                self.most_open = max(self.most_open, self._open)
+                try:
+                    return await asyncio.open_connection(self.host, self.port)
+                except BaseException:
+                    self._open -= 1
+                    self._wake(None)
+                    raise
+            waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter  # a connection handed over, or None: a place freed, open one
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed over as this one was cancelled
+                    given = waiter.result()
+                    if given is not None:
+                        self._release(given)
+                    else:
+                        self._wake(None)
+                raise
+            if handed is not None:
+                return handed
+
+    def _wake(self, handed: Connection | None) -> bool:
+        """Give ``handed`` (or a free place, None) to the longest waiter; False when none waits."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(handed)
+                return True
+        return False
+
+    def _release(self, connection: Connection) -> None:
+        if not self._wake(connection):
+            self._pool.append((*connection, time.monotonic()))
+
+    def _discard(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        self._open -= 1
+        self._wake(None)
 
     async def exchange(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-        now = time.monotonic()
-        while self._pool:
-            reader, writer, used = self._pool.pop()
-            if now - used < IDLE_REUSE_S:
-                break
-            writer.close()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        headers = {}
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name:
-                headers[name.strip().lower()] = value.strip()
-        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            body = await self._read_chunked(reader)
-        else:
-            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+        reader, writer = await self._acquire()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            headers = {}
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name:
+                    headers[name.strip().lower()] = value.strip()
+            if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+                body = await self._read_chunked(reader)
+            else:
+                body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+        except BaseException:
+            self._discard(writer)
+            raise
         if b"close" in headers.get(b"connection", b"").lower():
-            writer.close()
+            self._discard(writer)
         else:
-            self._pool.append((reader, writer, time.monotonic()))
+            self._release((reader, writer))
         return status, headers, body
 
     async def close(self) -> None:
         for _, writer, _ in self._pool:
             writer.close()
+        self._open -= len(self._pool)
         self._pool.clear()
         await super().close()
 
@@ -174,8 +238,8 @@ class RestClient:
             for task, path in self.PATHS.items()
         }
 
-    async def request(self, task: str) -> Outcome:
-        start = time.perf_counter()
+    async def request(self, task: str, due: float | None = None) -> Outcome:
+        start = time.perf_counter() if due is None else due
         try:
             status, headers, body = await self.http.exchange(self._requests[task])
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -207,15 +271,18 @@ def _ms(start: float) -> float:
 
 
 @contextlib.asynccontextmanager
-async def open_client(transport: str, address: str, tokens: int = 16) -> AsyncIterator[Client]:
-    """A client of the gateway at ``address`` (host:port for gRPC, http://host:port for REST)."""
+async def open_client(
+    transport: str, address: str, tokens: int = 16, connections: int = DEFAULT_CONNECTIONS
+) -> AsyncIterator[Client]:
+    """A client of the gateway at ``address`` (host:port for gRPC, http://host:port for REST);
+    REST keeps at most ``connections`` open (gRPC multiplexes its calls on one)."""
     if transport == GRPC:
         import grpc
 
         async with grpc.aio.insecure_channel(address) as channel:
             yield GrpcClient(channel, tokens)
     elif transport == REST:
-        http = StatusHttpClient(address)
+        http = StatusHttpClient(address, connections)
         try:
             yield RestClient(http, tokens)
         finally:

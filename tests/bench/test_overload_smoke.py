@@ -55,4 +55,4 @@ def test_a_short_overload_run_sheds_with_retry_after_and_writes_its_results(tmp_
         for phase in ("capacity", "overload", "recovery")
     ]
     text = (tmp_path / "overload-partial.md").read_text()
-    assert "## Checks" in text and "all-MiniLM-L6-v2 | gRPC | max inflight 32 |" in text
+    assert "## Checks" in text and "all-MiniLM-L6-v2 | gRPC | max inflight 32 per model, 32 process |" in text
