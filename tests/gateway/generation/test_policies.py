@@ -45,7 +45,7 @@ def test_admission_respects_slots_and_the_token_budget() -> None:
     assert plan_prefill([], short, decoding=0, limits=_limits()) == PrefillPlan((), (10, 10, 10, 10))  # slots
     assert plan_prefill([], short[:2], decoding=3, limits=_limits()).admitted == (10,)
     assert plan_prefill([], short[:1], decoding=4, limits=_limits()).admitted == ()
-    # 97 tokens of budget beside 3 decoding rows: 40 + 30 whole, then 27 of the third's 40
+    # a budget of 97 tokens: 40 + 30 whole, then 27 of the third prompt's 40 (it continues next step)
     plan = plan_prefill(
         [], [(40, False), (30, False), (40, False), (5, False)], decoding=0, limits=_limits(8, 97)
     )
