@@ -46,6 +46,11 @@ def _lm_head(graph: Any) -> Any:
     return heads[0]
 
 
+def lm_head_name(model: Any) -> str:
+    """The name of the MatMul producing ``logits`` (Optimum: ``/lm_head/MatMul``)."""
+    return str(_lm_head(model.graph).name)
+
+
 def keep_logits(model: Any) -> bool:
     """Add the ``logits_to_keep`` input and slice lm_head's input by it; False when present."""
     import numpy as np

@@ -193,6 +193,15 @@ def test_int4_smollm2_answers_the_fixed_question_right(
     assert any(node.op_type == "MatMulNBits" for node in graph.node)
     # every MatMul over a weight became 4-bit; those left multiply activations (attention)
     assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    # lm_head too (the tied embedding's transpose, made a constant), at 8 bits, while the
+    # embedding's Gather keeps reading the fp32 table
+    (head,) = [n for n in graph.node if "logits" in n.output]
+    assert head.op_type == "MatMulNBits"
+    assert {a.name: a.i for a in head.attribute}["bits"] == quantize.INT4_SETTINGS["lm_head_bits"] == 8
+    assert {a.name: a.i for a in head.attribute}["N"] == 49152
+    assert [n.op_type for n in graph.node if "model.embed_tokens.weight" in n.input] == ["Gather"]
+    (table,) = [i for i in graph.initializer if i.name == "model.embed_tokens.weight"]
+    assert table.data_type == onnx.TensorProto.FLOAT and list(table.dims) == [49152, 576]
     report = json.loads((variant / quantize.REPORT).read_text())
     assert report["passed"] and all(q["int4_right"] for q in report["questions"] if q["fp32_right"])
     assert _info(http, INT4)["metadata"]["quantization"]["report"]["passed"] is True
