@@ -251,7 +251,7 @@ def quantize_int4(model: Any, settings: dict[str, Any]) -> Any:
             bits=bits,
         )
 
-    head_bits = settings.get("lm_head_bits")
+    head_bits = int(settings.get("lm_head_bits") or 0)
     # lm_head reads the tied embedding through a Transpose: made a constant, it is quantized on
     # its own (8 bits: at 4 the probe lost a fact), the body at settings["bits"]
     head = lm_head_name(model) if head_bits and materialize_lm_head(model) else None
