@@ -95,8 +95,8 @@ class RequestMetrics:
                 self._splits[split] = children
         seconds, queue, model_time, overhead = children
         seconds.observe(total_s)
-        if not record.model:
-            return
+        if not record.model or not (record.queue_s or record.model_s):
+            return  # never reached the model (refused, shed, failed before): not in the split
         queue.observe(record.queue_s)
         model_time.observe(record.model_s)
         overhead.observe(max(0.0, total_s - record.queue_s - record.model_s))
