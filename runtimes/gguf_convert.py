@@ -16,18 +16,14 @@ and ``add_bos_token`` from the settings when given (else the file's ``tokenizer.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtimes.cached_folder import FINGERPRINT, is_current, staged
 from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
-from runtimes.onnx_export import FINGERPRINT
 from runtimes.progress import progress_step
 
 log = logging.getLogger(__name__)
@@ -74,30 +70,13 @@ def convert_cached(gguf_file: Path, work_dir: Path, fixes: TokenizerFixes) -> Pa
         raise GGUFConversionError(f"GGUF file {gguf_file} does not exist")
     target = work_dir / CONVERTED
     expected = _expected(gguf_file, fixes)
-    stamp = target / FINGERPRINT
-    why = "first load"
-    if stamp.is_file() and (target / "config.json").is_file():
-        try:
-            if json.loads(stamp.read_text()) == expected:
-                return target
-        except (OSError, ValueError):
-            pass
-        why = "GGUF source or converter changed"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED}-", dir=work_dir))
-    staging.chmod(0o755)  # mkdtemp makes it private; the folder is as readable as the store
-    try:
+    if is_current(target, "config.json", expected):
+        return target
+    why = "GGUF source or converter changed" if (target / FINGERPRINT).exists() else "first load"
+    with staged(target, expected) as staging:
         step = f"dequantizing {gguf_file.name} into a float32 Hugging Face folder"
         with progress_step(log, step, why):
             run_in_worker(_convert, gguf_file, staging, fixes)  # never in the serving process
-        (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
-        old = work_dir / f".old-{CONVERTED}-{os.getpid()}"
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -10,23 +10,18 @@ input), whose version the fingerprint holds too.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from runtimes import causal_graph
+from runtimes.cached_folder import FINGERPRINT, is_current, staged
 from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
 from runtimes.progress import progress_step
 
 log = logging.getLogger(__name__)
-
-FINGERPRINT = "fingerprint.json"
 
 
 def source_fingerprint(source: Path) -> str:
@@ -52,29 +47,13 @@ def export_cached(source: Path, work_dir: Path, task: str) -> Path:
     """Return a folder holding ``model.onnx`` and the tokenizer files for ``source``."""
     target = work_dir / f"onnx-{task}"
     expected = _expected(source, task)
-    stamp = target / FINGERPRINT
-    why = "first load"
-    if stamp.is_file() and (target / "model.onnx").is_file():
-        try:
-            if json.loads(stamp.read_text()) == expected:
-                return target
-        except (OSError, ValueError):
-            pass
-        why = "source or exporter changed"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".onnx-{task}-", dir=work_dir))
-    try:
+    if is_current(target, "model.onnx", expected):
+        return target
+    why = "source or exporter changed" if (target / FINGERPRINT).exists() else "first load"
+    with staged(target, expected) as staging:
         step = f"exporting {work_dir.name} to ONNX for {task}"
         with progress_step(log, step, why):
             run_in_worker(_export, source, staging, task)  # never in the serving process
-        (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
-        old = work_dir / f".old-onnx-{task}-{os.getpid()}"
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

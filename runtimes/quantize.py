@@ -28,23 +28,22 @@ reads JSON files on a cached load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import platform
 import shutil
-import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtimes.cached_folder import FINGERPRINT, is_current, staged
 from runtimes.export_worker import run_in_worker
 from runtimes.progress import progress_step
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT = "fingerprint.json"
 REPORT = "quantization.json"
 SETTING = "quantization"
 MIN_COSINE_SETTING = "quantization_min_cosine"  # the mean over the probe sentences
@@ -171,27 +170,14 @@ def _cached_variant(
         "probe_version": PROBE_VERSION,
         **versions,
     }
-    why = "first load"
-    if (target / FINGERPRINT).is_file() and (target / "model.onnx").is_file():
-        try:
-            if json.loads((target / FINGERPRINT).read_text()) == expected:
-                return target, json.loads((target / REPORT).read_text())
-        except (OSError, ValueError):
-            pass
-        why = "fp32 export or quantizer changed"
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=exported.parent))
-    try:
+    if is_current(target, "model.onnx", expected):
+        with contextlib.suppress(OSError, ValueError):  # an unreadable report: made again
+            return target, json.loads((target / REPORT).read_text())
+    why = "fp32 export or quantizer changed" if (target / FINGERPRINT).exists() else "first load"
+    with staged(target, expected) as staging:
         with progress_step(log, f"quantizing {exported.parent.name} to {kind}", why):
             report = make(staging)
         (staging / REPORT).write_text(json.dumps(report, indent=2))
-        (staging / FINGERPRINT).write_text(json.dumps(expected, indent=2))
-        old = exported.parent / f".old-{target.name}-{os.getpid()}"
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target, report
 
 

@@ -41,9 +41,9 @@ from gateway.models.store import (
     read_manifest_data,
 )
 from gateway.settings import SingleModelSettings
+from runtimes.cached_folder import FINGERPRINT
 from runtimes.catalog import factory_for
 from runtimes.gguf_convert import CONVERTED
-from runtimes.onnx_export import FINGERPRINT
 
 log = logging.getLogger(__name__)
 
