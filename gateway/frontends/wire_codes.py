@@ -40,3 +40,13 @@ WIRE: dict[ErrorKind, WireCode] = {
 
 def wire_code(error: TaskgateError) -> WireCode:
     return WIRE[error.kind]
+
+
+# HTTP status -> gRPC status name, read backwards off the table (the first kind with that status:
+# 404 is MODEL_NOT_FOUND's NOT_FOUND), for answers that carry a status but no error kind
+_GRPC_NAME_BY_HTTP = {code.http: code.grpc.name for code in reversed(WIRE.values())}
+
+
+def grpc_name_for_http(status: int) -> str | None:
+    """The table's gRPC status name for an HTTP error status (None: the table has no such status)."""
+    return _GRPC_NAME_BY_HTTP.get(status)

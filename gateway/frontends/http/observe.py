@@ -12,6 +12,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.frontends.wire_codes import grpc_name_for_http
 from gateway.ops.request_log import RequestObserver, RequestRecord, cut
 
 REQUEST_ID = b"x-request-id"
@@ -33,20 +34,6 @@ DOORS: tuple[tuple[str, str], ...] = (
     ("/metrics", "metrics"),
     ("/info", "info"),
 )
-# an error status without a code on the record (the router's own answers): the table's code
-_STATUS_CODES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "UNIMPLEMENTED",
-    409: "ALREADY_EXISTS",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 
 def http_door(path: str) -> str:
@@ -60,7 +47,7 @@ def status_code(status: int) -> str:
     """A gRPC status name for an HTTP status (the one table's mapping, read backwards)."""
     if status < 400:
         return "OK"
-    return _STATUS_CODES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+    return grpc_name_for_http(status) or ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
 
 
 class ObserveRequests:
