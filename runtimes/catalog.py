@@ -19,6 +19,7 @@ class RuntimeFactory(Protocol):
 RUNTIMES: dict[str, str] = {
     "onnx-encoder": "runtimes.onnx_encoder:OnnxEncoder",
     "onnx-causal-lm": "runtimes.onnx_generation:OnnxCausalLM",
+    "onnx-genai-causal-lm": "runtimes.genai_generation:GenaiCausalLM",
     "torch-causal-lm": "runtimes.torch_generation:TorchCausalLM",
     "torch-classifier": "runtimes.torch_classifier:TorchClassifier",
     "kserve-v2": "runtimes.remote_v2:RemoteV2Encoder",  # an encoder served by a remote KServe v2 server

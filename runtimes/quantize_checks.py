@@ -191,9 +191,20 @@ def make_int4(
     del model
     copy_beside(exported, output)
     quantize_s = time.perf_counter() - started
-    prompts, eos_id, tokenizer = _chat_prompts(exported, eos_token)
+    prompts, eos_id, tokenizer = chat_prompts(exported, eos_token)
     fp32 = _answers(exported / "model.onnx", prompts, eos_id)
     int4 = _answers(output / "model.onnx", prompts, eos_id)
+    return {
+        **judge_answers(tokenizer, fp32, int4),
+        "fp32_bytes": sum(p.stat().st_size for p in exported.glob("model.onnx*")),
+        "quantized_bytes": sum(p.stat().st_size for p in output.glob("model.onnx*")),
+        "quantize_seconds": round(quantize_s, 2),
+    }
+
+
+def judge_answers(tokenizer: Any, fp32: list[list[int]], int4: list[list[int]]) -> dict[str, Any]:
+    """The verdict on int4's greedy answers to PROBE_QUESTIONS against fp32's: it passes when it
+    keeps the expected fact wherever fp32 has it (and fp32 has it at least once)."""
     questions = []
     for (question, facts), ref, got in zip(PROBE_QUESTIONS, fp32, int4, strict=True):
         ref_text, got_text = tokenizer.decode(ref), tokenizer.decode(got)
@@ -230,9 +241,6 @@ def make_int4(
         "verdict": verdict,
         "check": "greedy answers with the chat template hold the expected fact wherever fp32's do",
         "questions": questions,
-        "fp32_bytes": sum(p.stat().st_size for p in exported.glob("model.onnx*")),
-        "quantized_bytes": sum(p.stat().st_size for p in output.glob("model.onnx*")),
-        "quantize_seconds": round(quantize_s, 2),
     }
 
 
@@ -272,7 +280,7 @@ def _holds(text: str, facts: tuple[str, ...]) -> bool:
     return any(fact.lower() in lowered for fact in facts)
 
 
-def _chat_prompts(folder: Path, eos_token: str | None) -> tuple[list[list[int]], int, Any]:
+def chat_prompts(folder: Path, eos_token: str | None) -> tuple[list[list[int]], int, Any]:
     from transformers import AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(str(folder))  # type: ignore[no-untyped-call]

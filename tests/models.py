@@ -13,7 +13,13 @@ import json
 import shutil
 from pathlib import Path
 
-from gateway.models.defaults import DEFAULT_EMBEDDING_MODEL, package_folder, write_default_manifests
+from gateway.models.defaults import (
+    DEFAULT_EMBEDDING_MODEL,
+    DEFAULT_GENERATION_MODEL,
+    GENERATION_RUNTIME,
+    package_folder,
+    write_default_manifests,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
@@ -92,9 +98,25 @@ def build_short_positions(target: Path) -> Path:
     return target
 
 
+def pin_fp32_generation(store: Path) -> None:
+    """Serve the store's SmolLM2 on the Optimum export's fp32 runtime (``onnx-causal-lm``).
+
+    The shipped default runs ORT GenAI's int4 graph (``onnx-genai-causal-lm``); the gateway tests
+    pin fp32 because they reason about the model's exact greedy continuations (a long story that
+    outlasts ``max_time``, equality with the torch runtime, stop sequences it reaches). The
+    default's own tests (tests/gateway/test_default_generation.py) serve it as shipped.
+    """
+    path = store / DEFAULT_GENERATION_MODEL / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["runtime"] = GENERATION_RUNTIME
+    manifest["settings"] = {k: v for k, v in manifest["settings"].items() if k != "precision"}
+    path.write_text(json.dumps(manifest, indent=2))
+
+
 def build_store(store: Path) -> Path:
     """The test model store (manifests are rewritten each run; exports stay cached)."""
     write_default_manifests(store)
+    pin_fp32_generation(store)
     _write_manifest(
         store, CLASSIFIER, ["text-classification", "tokenization"], build_classifier(SOURCES / CLASSIFIER), {}
     )

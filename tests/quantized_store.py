@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gateway.models.defaults import SMOLLM2_SETTINGS, default_manifests
+from gateway.models.defaults import GENERATION_RUNTIME, SMOLLM2_SETTINGS, default_manifests
 from tests.models import CACHE
 
 STORE = CACHE / "test-quantized-store"
@@ -38,13 +38,15 @@ ENCODER_EXPORT = "onnx-feature-extraction"
 STRICT_COSINE = 0.99999
 
 
-def _write(store: Path, model_id: str, base: Any, settings: dict[str, Any]) -> Path:
+def _write(
+    store: Path, model_id: str, base: Any, settings: dict[str, Any], runtime: str | None = None
+) -> Path:
     folder = store / model_id
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {
         "id": model_id,
         "tasks": sorted(task.value for task in base.tasks),
-        "runtime": base.runtime,
+        "runtime": runtime or base.runtime,
         "source": base.source.as_uri(),
         "settings": settings,
     }
@@ -73,7 +75,9 @@ def build_quantized_store(store: Path = STORE) -> Path:
         (INVALID, {"quantization": "int3"}),
     ):
         seed(_write(store, model_id, minilm, settings), minilm_export)
-    folder = _write(store, INT4, smollm, {**SMOLLM2_SETTINGS, "quantization": "int4"})
+    # our own int4 variant of Optimum's export (the default model runs ORT GenAI's graph instead)
+    settings = {k: v for k, v in SMOLLM2_SETTINGS.items() if k != "precision"}
+    folder = _write(store, INT4, smollm, {**settings, "quantization": "int4"}, GENERATION_RUNTIME)
     for cached in ("hf-from-gguf", "onnx-text-generation-with-past"):
         seed(folder, SESSION_STORE / smollm.model_id / cached)
     return store

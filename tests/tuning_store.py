@@ -14,13 +14,14 @@ from pathlib import Path
 from gateway.models.defaults import DEFAULT_GENERATION_MODEL, write_default_manifests
 from gateway.models.store import ModelStore
 from runtimes.gguf_convert import CONVERTED, TokenizerFixes, convert_cached
-from tests.models import CACHE
+from tests.models import CACHE, pin_fp32_generation
 
 CONVERSIONS = CACHE / "test-tuning-base"
 
 
 def build_tuning_store(root: Path) -> Path:
     write_default_manifests(root)
+    pin_fp32_generation(root)
     generator = ModelStore(root).manifest(DEFAULT_GENERATION_MODEL)
     fixes = TokenizerFixes.from_options(generator.settings)
     converted = convert_cached(generator.source, CONVERSIONS / DEFAULT_GENERATION_MODEL, fixes)

@@ -10,7 +10,7 @@ from typing import Any
 from gateway import __version__
 from gateway.models.registry import ModelRegistry, ModelStatus
 from gateway.models.store import ManifestError, read_manifest_data
-from runtimes import quantize
+from runtimes import genai_graph, quantize
 
 _PACKAGES = ("taskgate", "onnxruntime", "transformers", "optimum", "tokenizers", "grpcio", "fastapi")
 
@@ -59,9 +59,15 @@ def quantization_info(folder: Path) -> dict[str, Any] | None:
     """``{"kind": "int8", "report": {...}}`` for a model whose manifest asks for a quantized
     variant (the report is null until the variant is made); None for fp32 models."""
     try:
-        settings = read_manifest_data(folder).get("settings")
+        data = read_manifest_data(folder)
     except ManifestError:
         return None
+    settings = data.get("settings")
+    if data.get("runtime") == genai_graph.RUNTIME:  # ORT GenAI's graph: int4 unless "precision" says
+        precision = settings.get("precision", "int4") if isinstance(settings, dict) else "int4"
+        if precision not in genai_graph.PRECISIONS or precision == "fp32":
+            return None
+        return {"kind": precision, "report": genai_graph.graph_report(folder, precision)}
     kind = settings.get(quantize.SETTING) if isinstance(settings, dict) else None
     if kind not in {choice for choices in quantize.CHOICES.values() for choice in choices}:
         return None

@@ -198,7 +198,7 @@ def _safe_relative(filename: str) -> PurePosixPath:
 def infer_manifest(model_id: str, folder: Path, source: Path, model_type: str = "") -> ModelManifest:
     """A manifest for a bare Hugging Face folder (or a .gguf file) by looking at its files."""
     ggufs = [source] if source.suffix == ".gguf" else sorted(source.glob("*.gguf"))
-    if ggufs or model_type in ("torch-causal-lm", "onnx-causal-lm", "gguf"):
+    if ggufs or model_type in ("torch-causal-lm", "onnx-causal-lm", "onnx-genai-causal-lm", "gguf"):
         target = ggufs[0] if ggufs else source
         runtime = model_type if model_type.endswith("causal-lm") else GENERATION_RUNTIME
         return ModelManifest(model_id, GENERATION_TASKS, runtime, target, folder)

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.batcher import BatchSettings
 from gateway.errors import InvalidInput
-from runtimes import quantize, remote_v2
+from runtimes import genai_graph, quantize, remote_v2
 
 Check = Callable[[str, Any], None]
 
@@ -78,6 +78,13 @@ _ENCODER_QUANTIZED: dict[str, Check] = {
 _CAUSAL_LM_QUANTIZED: dict[str, Check] = {quantize.SETTING: _quantization("onnx-causal-lm")}
 
 
+def _precision(name: str, value: Any) -> None:
+    if value not in genai_graph.PRECISIONS:
+        raise InvalidInput(
+            f"setting {name!r} must be one of {', '.join(genai_graph.PRECISIONS)}; got {value!r}"
+        )
+
+
 def _remote_v2(name: str, value: Any) -> None:
     try:
         remote_v2.check_option(name, value)
@@ -88,6 +95,7 @@ def _remote_v2(name: str, value: Any) -> None:
 BY_RUNTIME: dict[str, dict[str, Check]] = {
     "onnx-encoder": {**_ENCODER, **_ENCODER_QUANTIZED},
     "onnx-causal-lm": {**_CAUSAL_LM, **_CAUSAL_LM_QUANTIZED},
+    "onnx-genai-causal-lm": {**_CAUSAL_LM, "precision": _precision},
     "torch-causal-lm": _CAUSAL_LM,
     "torch-classifier": {**_ENCODER, "adapter": _text},
     "kserve-v2": {**_ENCODER, **dict.fromkeys(remote_v2.OPTIONS, _remote_v2)},

@@ -22,6 +22,7 @@ from gateway.wire import taskgate_tuning_pb2 as pb
 from gateway.wire import taskgate_tuning_pb2_grpc as tuning_grpc
 from tests.conftest import GatewayThread
 from tests.gateway.access_keys import KEYS, bearer, grpc_key, keyed_gateway_on
+from tests.models import pin_fp32_generation
 from tests.tuning_data import topic_records
 
 PRIVATE = "acme-topics"
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.timeout(600)
 def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
     root = tmp_path_factory.mktemp("tenant-store")  # adapters and jobs of its own
     write_default_manifests(root)
+    pin_fp32_generation(root)
     with keyed_gateway_on(root, tmp_path_factory.mktemp("keys")) as server:
         yield server
 

@@ -32,6 +32,7 @@ from gateway.wire import caikit_runtime_nlp_pb2 as nlp
 from gateway.wire import caikit_runtime_nlp_pb2_grpc as nlp_grpc
 from gateway.wire import taskgate_tuning_pb2 as tuning_pb
 from gateway.wire import taskgate_tuning_pb2_grpc as tuning_grpc
+from tests.models import pin_fp32_generation
 from tests.served import ServedProcess
 from tests.tuning_data import topic_records
 
@@ -46,6 +47,7 @@ def own_store(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     and jobs of their own."""
     root = tmp_path_factory.mktemp("drain-store")
     write_default_manifests(root)
+    pin_fp32_generation(root)
     for entry in (store / SMOL).iterdir():
         if entry.is_dir():
             shutil.copytree(entry, root / SMOL / entry.name, copy_function=os.link)

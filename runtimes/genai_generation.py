@@ -1,0 +1,192 @@
+"""A causal LM on ONNX Runtime GenAI's builder graph (GroupQueryAttention), under our scheduler.
+
+``GenaiCausalLM`` is the third engine of ``runtimes.causal_lm_base.CausalLMBase``, beside
+``OnnxCausalLM`` (Optimum's export) and ``TorchCausalLM``: the same sources (a Hugging Face
+folder or a ``.gguf`` file), options, tokenizer, chunked prefill and running-batch bookkeeping,
+driven by the same iteration-level scheduler. Only the graph differs: ONNX Runtime GenAI's model
+builder makes it (``runtimes.genai_graph``, once, cached by fingerprint) from the fused CPU
+operators ORT GenAI itself runs (GroupQueryAttention with rotary inside, SkipSimplifiedLayerNorm,
+4-bit MatMulNBits), and plain ONNX Runtime runs it; ``onnxruntime-genai`` is not imported here.
+
+    "runtime": "onnx-genai-causal-lm", "settings": {"precision": "int4"}   (default; or "fp32")
+
+GroupQueryAttention takes no position ids and no left padding: each row's cache holds its tokens
+from column 0 (right-padded), ``attention_mask`` is right-padded too, and the operator derives a
+row's positions and past length from the mask's row sum. The base class keeps the running batch
+left-padded, so this engine translates at its edge: the cache is ``GqaCache`` (arrays
+``[rows, kv_heads, width, head_size]`` with each row's valid length), a prefill's right-aligned
+prompts are moved to column 0, and lm_head projects only the positions ``logits_rows`` names
+(each row's last real token, or all of them for prompt log-probabilities).
+
+GroupQueryAttention writes a row's new tokens after its past, so all rows of one forward pass must
+add the same number of tokens once they have a past: decode steps do (one each), a first chunk
+has no past (rows of any length), and later chunks of different lengths run as one pass per
+length. Adapters are not supported (AdapterUnsupported), as on ``OnnxCausalLM``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from runtimes import genai_graph
+from runtimes.base import ThreadSettings
+from runtimes.causal_lm_base import CausalLMBase, ForwardInputs
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+PRECISION_SETTING = "precision"
+DEFAULT_PRECISION = "int4"
+
+
+@dataclass(frozen=True)
+class GqaCache:
+    """Past keys and values in the graph's past-input order, each ``[rows, kv_heads, width,
+    head_size]`` with row r's tokens in columns ``[0, lengths[r])`` (the rest is padding)."""
+
+    layers: list[np.ndarray]
+    lengths: np.ndarray  # int64 [rows]
+
+    @property
+    def width(self) -> int:
+        return int(self.layers[0].shape[2]) if self.layers else 0
+
+
+class GenaiCausalLM(CausalLMBase[GqaCache]):
+    def __init__(
+        self, *, source: Path, work_dir: Path, options: dict[str, Any], threads: ThreadSettings
+    ) -> None:
+        engine_options = {k: v for k, v in options.items() if k != PRECISION_SETTING}
+        super().__init__(source=source, work_dir=work_dir, options=engine_options, threads=threads)
+        precision = options.get(PRECISION_SETTING, DEFAULT_PRECISION)
+        if precision not in genai_graph.PRECISIONS:
+            raise ValueError(
+                f"setting {PRECISION_SETTING!r} of runtime 'onnx-genai-causal-lm' must be one of "
+                f"{', '.join(genai_graph.PRECISIONS)}; got {precision!r}"
+            )
+        self._precision = str(precision)
+        self.quantization_report: dict[str, Any] = {}
+        self._session: Any = None
+        self._past_names: list[str] = []
+        self._output_names: list[str] = []
+        self._geometry: tuple[int, int] = (0, 0)  # (kv_heads, head_size)
+
+    # -- the engine ----------------------------------------------------------------------
+    def _load_engine(self, folder: Path) -> int:
+        import onnxruntime as ort
+
+        graph, self.quantization_report = genai_graph.graph_cached(
+            folder, self._work_dir, self._precision, self._fixes.eos_token
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads.intra_op_threads
+        options.inter_op_num_threads = self._threads.inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        session = ort.InferenceSession(
+            str(graph / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        inputs = {i.name for i in session.get_inputs()}
+        past = [i.name for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+        needed = {"input_ids", "attention_mask", genai_graph.LOGITS_ROWS}
+        if not past or not needed <= inputs:
+            raise ValueError(f"{graph / 'model.onnx'} lacks {sorted(needed - inputs) or 'past_key_values'}")
+        self._past_names = past
+        self._output_names = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past)]
+        self._geometry = genai_graph.cache_geometry(folder)
+        self._session = session
+        return sum(p.stat().st_size for p in graph.glob("model.onnx*") if p.is_file())
+
+    def _unload_engine(self) -> None:
+        self._session = None
+
+    def _forward(self, inputs: ForwardInputs, cache: GqaCache | None) -> tuple[torch.Tensor, GqaCache]:
+        import torch
+
+        new = int(inputs.input_ids.shape[1])
+        real = inputs.attention_mask[:, -new:].sum(axis=1)  # each row's new tokens (right-aligned)
+        if cache is not None and len(set(real.tolist())) > 1:
+            return self._forward_by_length(inputs, cache, real)
+        past = cache.lengths if cache is not None else np.zeros(len(real), np.int64)
+        rows, width = len(real), int(real.max())
+        ids = np.zeros((rows, width), np.int64)
+        for row, count in enumerate(real.tolist()):
+            ids[row, :count] = inputs.input_ids[row, new - count :]
+        total = past + real
+        mask = (np.arange(int(total.max()))[None, :] < total[:, None]).astype(np.int64)
+        if inputs.logits_to_keep == 0:
+            picked = np.arange(rows * width, dtype=np.int64)
+        else:
+            picked = np.arange(rows, dtype=np.int64) * width + real - 1
+        heads, head_dim = self._geometry
+        layers = (
+            cache.layers
+            if cache is not None
+            else [np.zeros((rows, heads, 0, head_dim), np.float32)] * len(self._past_names)
+        )
+        feeds = {"input_ids": ids, "attention_mask": mask, genai_graph.LOGITS_ROWS: picked}
+        feeds.update(zip(self._past_names, layers, strict=True))
+        outputs = self._session.run(self._output_names, feeds)
+        logits = outputs[0].astype(np.float32, copy=False)  # [kept, 1, vocab]
+        if inputs.logits_to_keep == 0:  # every position, back in the base's left-padded layout
+            full = np.zeros((rows, new, logits.shape[-1]), np.float32)
+            grid = logits.reshape(rows, width, -1)
+            for row, count in enumerate(real.tolist()):
+                full[row, new - count :] = grid[row, :count]
+            logits = full
+        return torch.from_numpy(logits), GqaCache(list(outputs[1:]), total)
+
+    def _forward_by_length(
+        self, inputs: ForwardInputs, cache: GqaCache, real: np.ndarray
+    ) -> tuple[torch.Tensor, GqaCache]:
+        """Rows continuing a prompt by different numbers of tokens: one pass per count, then the
+        rows back in their order (GroupQueryAttention adds the same count to every row)."""
+        import torch
+
+        logits = [torch.empty(0)] * len(real)
+        parts: list[tuple[np.ndarray, GqaCache]] = []
+        for count in sorted(set(real.tolist())):
+            rows = np.flatnonzero(real == count)
+            new = int(count)
+            part = ForwardInputs(
+                tuple(inputs.seq_ids[r] for r in rows),
+                np.ascontiguousarray(inputs.input_ids[rows][:, -new:]),
+                np.ascontiguousarray(inputs.attention_mask[rows]),
+                np.ascontiguousarray(inputs.position_ids[rows][:, -new:]),
+                inputs.logits_to_keep,
+            )
+            part_logits, part_cache = self._forward(part, self._cache_rows(cache, rows, 0))
+            for index, row in enumerate(rows.tolist()):
+                logits[row] = part_logits[index]
+            parts.append((rows, part_cache))
+        order = np.concatenate([rows for rows, _ in parts])
+        joined = parts[0][1]
+        for _, part_cache in parts[1:]:
+            joined = self._cache_join(joined, part_cache, 0)
+        inverse = np.argsort(order)
+        return torch.stack(logits), self._cache_rows(joined, inverse, 0)
+
+    def _cache_rows(self, cache: GqaCache, rows: np.ndarray, start: int) -> GqaCache:
+        # ``start`` counts left-padding columns of the base's mask; this cache is right-padded,
+        # so it keeps the columns up to the longest of these rows instead
+        lengths = cache.lengths[rows]
+        keep = int(lengths.max()) if len(lengths) else 0
+        return GqaCache([np.ascontiguousarray(layer[rows][:, :, :keep]) for layer in cache.layers], lengths)
+
+    def _cache_join(self, old: GqaCache, new: GqaCache, width: int) -> GqaCache:
+        keep = max(old.width, new.width)
+        layers = []
+        for a, b in zip(old.layers, new.layers, strict=True):
+            out = np.zeros((a.shape[0] + b.shape[0], a.shape[1], keep, a.shape[3]), a.dtype)
+            out[: a.shape[0], :, : a.shape[2]] = a
+            out[a.shape[0] :, :, : b.shape[2]] = b
+            layers.append(out)
+        return GqaCache(layers, np.concatenate([old.lengths, new.lengths]))

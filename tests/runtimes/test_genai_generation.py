@@ -1,0 +1,228 @@
+"""The ORT GenAI-graph causal-LM runtime on the real SmolLM2-135M: the builder's graph and its
+probe, the right-padded cache under the base's left-padded batch, chunked prefill, identity.
+
+The graph is built once by ONNX Runtime GenAI's model builder (``.venv-builder``, made by
+``make install``) into ``.cache/test-generation/smollm2.../genai-int4`` beside the GGUF
+conversion, and checked against the builder's fp32 graph on the probe questions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtimes import genai_graph
+from runtimes.base import ThreadSettings
+from runtimes.catalog import factory_for
+from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
+from runtimes.genai_generation import GenaiCausalLM
+from runtimes.gguf_convert import CONVERTED
+from runtimes.quantize import QuantizationRefused
+from tests.generation_models import EOS_ID, SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf
+
+STEPS = 10
+PROMPTS = (
+    "The capital of France is",
+    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
+    "1, 2, 3,",
+    "Once upon a time, in a small village at the edge of a dark forest, there lived an old",
+)
+THREADS = ThreadSettings(intra_op_threads=1, inter_op_threads=1, model_workers=1)
+
+
+@pytest.fixture(scope="module")
+def runtime() -> GenaiCausalLM:
+    genai = GenaiCausalLM(
+        source=smollm_gguf(), work_dir=SMOLLM_WORK, options=dict(SMOLLM_SETTINGS), threads=THREADS
+    )
+    genai.load()
+    return genai
+
+
+def _solo(runtime: CausalLMRuntime, prompt: str, steps: int = STEPS) -> list[int]:
+    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, tuple(runtime.encode(prompt))),)))
+    tokens = [int(out.logits[0].argmax())]
+    while len(tokens) < steps:
+        out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))
+        tokens.append(int(out.logits[0].argmax()))
+    runtime.run_batch(GenerationStep(release=(99,)))
+    return tokens
+
+
+def _chat(question: str) -> str:
+    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_the_builder_graph_is_cached_checked_and_edited(runtime: GenaiCausalLM) -> None:
+    folder = SMOLLM_WORK / "genai-int4"
+    stamp = json.loads((folder / genai_graph.FINGERPRINT).read_text())
+    assert stamp["precision"] == "int4" and stamp["builder"] == "0.18.0"
+    before, inode = (folder / "model.onnx").stat().st_mtime_ns, folder.stat().st_ino
+    again, report = genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, SMOLLM_WORK, "int4", "<|im_end|>")
+    assert again == folder and folder.stat().st_ino == inode  # no second build
+    assert (folder / "model.onnx").stat().st_mtime_ns == before
+    # the probe against the builder's fp32 graph: every fact kept (the 8-bit lm_head keeps "7 days")
+    assert report["passed"] and runtime.quantization_report == report
+    assert all(q["fp32_right"] and q["int4_right"] for q in report["questions"])
+    assert report["quantized_bytes"] < report["fp32_bytes"] / 2
+    # the fused operators that make it fast, and the logits_rows edit in front of lm_head
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"GroupQueryAttention", "MatMulNBits", "SkipSimplifiedLayerNormalization"} <= ops
+    head = next(node for node in graph.node if list(node.output) == ["logits"])
+    assert any(a.name == "bits" and a.i == 8 for a in head.attribute)
+    assert genai_graph.LOGITS_ROWS in {i.name for i in graph.input}
+    assert not genai_graph.keep_rows(onnx.load(str(folder / "model.onnx"), load_external_data=False))
+
+
+def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert factory_for("onnx-genai-causal-lm") is GenaiCausalLM
+    with pytest.raises(ValueError, match=r"precision.*int4, fp32"):
+        GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"precision": "int2"}, threads=THREADS)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"max_batch_size": 0}, threads=THREADS)
+    monkeypatch.setenv(genai_graph.BUILDER_ENV, str(tmp_path / "no-python"))
+    with pytest.raises(genai_graph.BuilderMissing, match="make install"):
+        genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, tmp_path, "int4", "<|im_end|>")
+    assert not (tmp_path / "genai-int4").exists()
+
+
+def test_a_graph_that_loses_a_fact_is_refused_with_the_figures(tmp_path: Path) -> None:
+    folder = tmp_path / "genai-int4"
+    folder.mkdir()
+    report = {"passed": False, "verdict": "int4 loses the expected fact on 1 of 3 questions"}
+    (folder / "model.onnx").write_bytes(b"")
+    expected = {
+        "source_sha256": genai_graph.fingerprint(SMOLLM_WORK / CONVERTED),
+        "precision": "int4",
+        "eos_token": "<|im_end|>",
+        "builder_options": list(genai_graph.BUILDER_OPTIONS["int4"]),
+        "graph_edits": genai_graph.EDITS,
+        "probe_version": genai_graph.PROBE_VERSION,
+        "onnxruntime": __import__("onnxruntime").__version__,
+    }
+    (folder / genai_graph.FINGERPRINT).write_text(json.dumps(expected))
+    (folder / genai_graph.REPORT).write_text(json.dumps(report))
+    with pytest.raises(QuantizationRefused, match="loses the expected fact on 1 of 3"):
+        genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, tmp_path, "int4", "<|im_end|>")
+
+
+def test_greedy_answers_hold_the_facts(runtime: GenaiCausalLM) -> None:
+    assert runtime.eos_token_id == EOS_ID and runtime.vocab_size == 49152
+    answers = {
+        "What is the capital of France?": "Paris",
+        "What is the capital of Japan?": "Tokyo",
+        "How many days are there in a week?": "7",
+    }
+    for question, fact in answers.items():
+        assert fact in runtime.decode(_solo(runtime, _chat(question), steps=16))
+
+
+def test_sequences_joining_the_running_batch_produce_what_they_produce_alone(runtime: GenaiCausalLM) -> None:
+    alone = [_solo(runtime, prompt) for prompt in PROMPTS]
+    joins = {0: 0, 1: 2, 2: 3, 3: 6}  # sequence -> the iteration it joins at
+    tokens: dict[int, list[int]] = {}
+    iteration = 0
+    while len(tokens) < len(PROMPTS) or runtime.running:
+        finished = tuple(s for s in runtime.running if len(tokens[s]) == STEPS)
+        step = GenerationStep(
+            release=finished,
+            decode=tuple((s, tokens[s][-1]) for s in runtime.running if s not in finished),
+            prefill=tuple(
+                NewSequence(s, tuple(runtime.encode(PROMPTS[s])))
+                for s, at in joins.items()
+                if at == iteration
+            ),
+        )
+        out = runtime.run_batch(step)
+        assert out.logits.dtype == torch.float32 and out.logits.shape == (len(out.seq_ids), 49152)
+        for seq_id in out.seq_ids:
+            tokens.setdefault(seq_id, []).append(int(out.logits[out.row(seq_id)].argmax()))
+        iteration += 1
+    assert [tokens[s] for s in range(len(PROMPTS))] == alone
+
+
+def test_chunks_of_different_lengths_beside_decoding_rows_give_the_whole_prompts_tokens(
+    runtime: GenaiCausalLM,
+) -> None:
+    alone = [_solo(runtime, prompt, steps=4) for prompt in PROMPTS]
+    long, mid = tuple(runtime.encode(PROMPTS[3])), tuple(runtime.encode(PROMPTS[1]))
+    out = runtime.run_batch(
+        GenerationStep(
+            prefill=(
+                NewSequence(0, tuple(runtime.encode(PROMPTS[0]))),
+                NewSequence(3, long, end=5),
+                NewSequence(1, mid, end=3),
+            )
+        )
+    )
+    tokens = {s: [int(out.logits[out.row(s)].argmax())] for s in out.seq_ids}
+    assert set(tokens) == {0} and set(runtime.running) == {0, 1, 3}
+    # the two held prompts continue by 4 and by the rest of theirs: one pass per chunk length
+    out = runtime.run_batch(
+        GenerationStep(
+            decode=((0, tokens[0][-1]),),
+            prefill=(NewSequence(3, long, start=5, end=9), NewSequence(1, mid, start=3)),
+        )
+    )
+    for s in out.seq_ids:
+        tokens.setdefault(s, []).append(int(out.logits[out.row(s)].argmax()))
+    out = runtime.run_batch(
+        GenerationStep(
+            decode=tuple((s, tokens[s][-1]) for s in (0, 1)), prefill=(NewSequence(3, long, start=9),)
+        )
+    )
+    for s in out.seq_ids:
+        tokens.setdefault(s, []).append(int(out.logits[out.row(s)].argmax()))
+    while min(len(tokens[s]) for s in (0, 1, 3)) < 4:
+        out = runtime.run_batch(GenerationStep(decode=tuple((s, tokens[s][-1]) for s in runtime.running)))
+        for s in out.seq_ids:
+            tokens[s].append(int(out.logits[out.row(s)].argmax()))
+    runtime.run_batch(GenerationStep(release=(0, 1, 3)))
+    assert [tokens[s][:4] for s in (0, 1, 3)] == [alone[0], alone[1], alone[3]]
+
+
+def test_released_rows_leave_and_the_cache_keeps_the_longest_row(runtime: GenaiCausalLM) -> None:
+    short, long = tuple(runtime.encode("Hi")), tuple(runtime.encode(PROMPTS[3]))
+    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(1, long), NewSequence(2, short))))
+    assert runtime._batch is not None
+    cache = runtime._batch.cache
+    assert cache.lengths.tolist() == [len(long), len(short)] and cache.width == len(long)
+    first = {s: int(out.logits[out.row(s)].argmax()) for s in out.seq_ids}
+    out = runtime.run_batch(GenerationStep(release=(1,), decode=((2, first[2]),)))
+    assert out.seq_ids == (2,)
+    cache = runtime._batch.cache
+    assert cache.lengths.tolist() == [len(short) + 1]
+    assert cache.layers[0].shape == (1, 3, len(short) + 1, 64)  # right-padding cut with the long row
+    runtime.run_batch(GenerationStep(release=(2,)))
+    assert not runtime.running
+
+
+def test_prompt_logprobs_match_a_step_by_step_reading(runtime: GenaiCausalLM) -> None:
+    ids = tuple(runtime.encode("The capital of France is Paris"))
+    out = runtime.run_batch(
+        GenerationStep(prefill=(NewSequence(5, ids, prompt_logprobs=True), NewSequence(6, ids[:3])))
+    )
+    runtime.run_batch(GenerationStep(release=(5, 6)))
+    logprobs = out.prompt_logprobs[5]
+    assert len(logprobs) == len(ids) - 1 and 6 not in out.prompt_logprobs
+    assert logprobs[-1] > -2.0  # "Paris" after "The capital of France is" is likely
+    # the same numbers from one-token-at-a-time decoding of the same prompt
+    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(7, ids[:1]),)))
+    stepwise = []
+    for position, token in enumerate(ids[1:], start=1):
+        stepwise.append(float(out.logits[0].log_softmax(-1)[token]))
+        if position < len(ids) - 1:
+            out = runtime.run_batch(GenerationStep(decode=((7, token),)))
+    runtime.run_batch(GenerationStep(release=(7,)))
+    # int4 with int8 activations: a prompt pass (M rows) and one-row steps take different MLAS
+    # kernels, which round differently (measured up to 0.044 apart on these tokens)
+    np.testing.assert_allclose(logprobs, stepwise, atol=0.1)
