@@ -1,12 +1,15 @@
-"""Quantized variants through the gateway: fp32 vs int8 embeddings, fp32 vs int4 generation.
+"""Quantized variants through the gateway: fp32 vs int8 embeddings; fp32, int4 and the shipped
+ORT GenAI int4 default for generation.
 
     .venv/bin/python bench/quantized.py                                   # full run, 3 repeats
     .venv/bin/python bench/quantized.py --repeats 1 --seconds 2 --tokens 16 --threads 1   # smoke
 
 One store of its own (bench/.stores/quantized/, bench/stores.py) holds the default models and
 their quantized twins under other ids (``all-MiniLM-L6-v2-int8``: ``"quantization": "int8"``;
-``SmolLM2-135M-Instruct-int4``: ``"quantization": "int4"``), served by one gateway process, so
-each pair runs side by side in one run, alternating inside every repeat (fp32, quantized, fp32,
+SmolLM2 on Optimum's export as ``SmolLM2-135M-Instruct-fp32`` (the default before
+onnx-genai-causal-lm) and ``SmolLM2-135M-Instruct-int4`` (``"quantization": "int4"``), beside the
+shipped ``SmolLM2-135M-Instruct`` on ORT GenAI's int4 graph), served by one gateway process, so
+the models run side by side in one run, alternating inside every repeat (fp32, quantized, fp32,
 ...), and each figure is the median of --repeats runs:
 
 - embeddings over gRPC (EmbeddingTaskPredict, short sentences, both models' batching at
@@ -15,7 +18,8 @@ each pair runs side by side in one run, alternating inside every repeat (fp32, q
 - generation over gRPC (ServerStreamingTextGenerationTaskPredict, greedy, exactly --tokens tokens
   per stream, bench/generation.py's prompts): aggregate tokens/s and TTFT p50 at 1, 4 and 16
   concurrent streams; the whole generation part runs once per --threads value (the gateway's
-  --intra-op-threads: 1 is the default, 2 uses the second core for one model's forward pass);
+  --intra-op-threads and --generation-threads: 2 uses the second core for one model's forward
+  pass);
 - the quality figures: each variant's measured check from /info/models (int8: mean and worst
   cosine to fp32 over the probe set; int4: the probe questions' answers), and the answer of
   every generation model to a fixed question asked with the chat template through the OpenAI door.
@@ -48,13 +52,14 @@ from bench.loadgen import closed_loop  # noqa: E402
 from bench.results_name import results_stem  # noqa: E402
 from bench.stores import prepare_store, store_path  # noqa: E402
 from bench.systems import process, wait_for_line  # noqa: E402
-from gateway.models.defaults import default_manifests  # noqa: E402
+from gateway.models.defaults import GENERATION_RUNTIME, default_manifests  # noqa: E402
 from gateway.models.store import ModelManifest  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 STORE = store_path("quantized")
 ENCODERS = ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8")
-GENERATORS = ("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct-int4")
+# Optimum's fp32 export, our int4 variant of it, and the shipped ORT GenAI int4 graph
+GENERATORS = ("SmolLM2-135M-Instruct-fp32", "SmolLM2-135M-Instruct-int4", "SmolLM2-135M-Instruct")
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 QUESTION = "What is the capital of France?"
 EXPECTED = "Paris"
@@ -65,20 +70,29 @@ def prepare(store: Path) -> Path:
     """The default manifests, and the quantized twins beside them (hard links seed each twin's
     folder with the default model's cached export, so a source is exported once)."""
     prepare_store(store)
-    kinds = {"onnx-encoder": "int8", "onnx-causal-lm": "int4"}
-    for base in default_manifests(store):
-        kind = kinds[base.runtime]
+    encoder, generator = default_manifests(store)
+    generator_settings = {k: v for k, v in generator.settings.items() if k != "precision"}
+    twins = (
+        (encoder, encoder.runtime, "int8", {**encoder.settings, "quantization": "int8"}),
+        (generator, GENERATION_RUNTIME, "fp32", generator_settings),
+        (generator, GENERATION_RUNTIME, "int4", {**generator_settings, "quantization": "int4"}),
+    )
+    for base, runtime, kind, settings in twins:
         twin = ModelManifest(
             model_id=f"{base.model_id}-{kind}",
             tasks=base.tasks,
-            runtime=base.runtime,
+            runtime=runtime,
             source=base.source,
             folder=store / f"{base.model_id}-{kind}",
-            settings={**base.settings, "quantization": kind},
+            settings=settings,
         )
         twin.write()
         for cached in base.folder.glob("*"):
-            if cached.is_dir() and not cached.name.endswith(f"-{kind}"):
+            if (
+                cached.is_dir()
+                and not cached.name.endswith(f"-{kind}")
+                and not cached.name.startswith("genai-")
+            ):
                 _seed(twin.folder, cached)
     return store
 
@@ -215,7 +229,8 @@ def serve(store: Path, threads: int, preload: tuple[str, ...]) -> Any:
     command = [
         sys.executable, "-m", "gateway.cli", "serve", "--model-store", str(store),
         "--grpc-port", "0", "--http-port", "0", "--log-level", "warning",
-        "--intra-op-threads", str(threads), "--max-inflight-per-model", "1024",
+        "--intra-op-threads", str(threads), "--generation-threads", str(threads),
+        "--max-inflight-per-model", "1024",
         "--preload", ",".join(preload),
     ]  # fmt: skip
     return process(command)

@@ -244,6 +244,13 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
     ("intra-op-threads", int, "threads inside one model call", "runtime", "intra_op_threads"),
     ("inter-op-threads", int, "threads across graph branches", "runtime", "inter_op_threads"),
     ("model-workers", int, "model calls that may run at once", "runtime", "model_workers"),
+    (
+        "generation-threads",
+        int,
+        "threads inside one generation step of onnx-genai-causal-lm (0: intra-op threads x model workers)",
+        "runtime",
+        "generation_threads",
+    ),
     ("max-inputs", int, "most texts / documents in one request", "limits", "max_inputs"),
     ("max-text-chars", int, "longest text accepted, in characters", "limits", "max_text_chars"),
     (

@@ -8,6 +8,7 @@ loop. Engines implement the abstract methods; nothing here imports a heavy libra
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -24,11 +25,23 @@ class ThreadSettings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     model_workers: int = 2
+    # intra-op threads of a generator's step (onnx-genai-causal-lm); 0: intra_op_threads x
+    # model_workers, the cores the model pool may use at once. A generator steps one batch at a
+    # time on one worker, so with 1 thread a generation-only load left a core idle.
+    generation_threads: int = 0
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads", "model_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.generation_threads < 0:
+            raise ValueError(f"generation_threads must be 0 or more, got {self.generation_threads}")
+
+    def for_generation(self) -> int:
+        """The intra-op threads of a generator's step (by default at most the CPUs)."""
+        if self.generation_threads:
+            return self.generation_threads
+        return max(1, min(self.intra_op_threads * self.model_workers, os.cpu_count() or 1))
 
 
 class RuntimeUnavailable(RuntimeError):

@@ -27,7 +27,7 @@ length. Adapters are not supported (AdapterUnsupported), as on ``OnnxCausalLM``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,15 +44,23 @@ log = logging.getLogger(__name__)
 
 PRECISION_SETTING = "precision"
 DEFAULT_PRECISION = "int4"
+# Columns of room a cache gets when it grows or its rows change, so decode steps write their
+# token in place (GroupQueryAttention's shared past/present buffer) instead of ONNX Runtime
+# allocating and copying every layer's whole cache each step: measured on SmolLM2 int4, 16 rows
+# over 100 past tokens, 2 threads: 26.3 vs 29.9 ms a step, same tokens. 64 columns cost
+# 3 x 64 x 64 x 4 bytes x 60 caches = 2.9 MB per row.
+ROOM = 64
 
 
-@dataclass(frozen=True)
+@dataclass
 class GqaCache:
     """Past keys and values in the graph's past-input order, each ``[rows, kv_heads, width,
-    head_size]`` with row r's tokens in columns ``[0, lengths[r])`` (the rest is padding)."""
+    head_size]`` with row r's tokens in columns ``[0, lengths[r])``; the columns after are room
+    for the next tokens (a decode step writes into them in place)."""
 
     layers: list[np.ndarray]
     lengths: np.ndarray  # int64 [rows]
+    bound: list[Any] | None = field(default=None, repr=False)  # OrtValues over ``layers``, made once
 
     @property
     def width(self) -> int:
@@ -86,7 +94,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
             folder, self._work_dir, self._precision, self._fixes.eos_token
         )
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads.intra_op_threads
+        options.intra_op_num_threads = self._threads.for_generation()
         options.inter_op_num_threads = self._threads.inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -115,6 +123,8 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         real = inputs.attention_mask[:, -new:].sum(axis=1)  # each row's new tokens (right-aligned)
         if cache is not None and len(set(real.tolist())) > 1:
             return self._forward_by_length(inputs, cache, real)
+        if cache is not None and new == 1 and inputs.logits_to_keep == 1:
+            return self._decode_in_place(inputs.input_ids, cache)
         past = cache.lengths if cache is not None else np.zeros(len(real), np.int64)
         rows, width = len(real), int(real.max())
         ids = np.zeros((rows, width), np.int64)
@@ -127,11 +137,11 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         else:
             picked = np.arange(rows, dtype=np.int64) * width + real - 1
         heads, head_dim = self._geometry
-        layers = (
-            cache.layers
-            if cache is not None
-            else [np.zeros((rows, heads, 0, head_dim), np.float32)] * len(self._past_names)
-        )
+        if cache is None:
+            layers = [np.zeros((rows, heads, 0, head_dim), np.float32)] * len(self._past_names)
+        else:  # a later chunk: the rows' columns in use, not the room after them
+            used = int(past.max())
+            layers = [np.ascontiguousarray(layer[:, :, :used]) for layer in cache.layers]
         feeds = {"input_ids": ids, "attention_mask": mask, genai_graph.LOGITS_ROWS: picked}
         feeds.update(zip(self._past_names, layers, strict=True))
         outputs = self._session.run(self._output_names, feeds)
@@ -143,6 +153,34 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
                 full[row, new - count :] = grid[row, :count]
             logits = full
         return torch.from_numpy(logits), GqaCache(list(outputs[1:]), total)
+
+    def _decode_in_place(self, input_ids: np.ndarray, cache: GqaCache) -> tuple[torch.Tensor, GqaCache]:
+        """One token per row, written into the cache's room: past and present are bound to the
+        same buffers, which GroupQueryAttention takes as its shared past/present buffer."""
+        import onnxruntime as ort
+        import torch
+
+        total = cache.lengths + 1
+        if cache.width < int(total.max()):
+            cache = _with_room(cache, int(total.max()) + ROOM)
+        if cache.bound is None:
+            cache.bound = [ort.OrtValue.ortvalue_from_numpy(layer) for layer in cache.layers]
+        rows = len(total)
+        arrays = (  # kept referenced until the run ends: the binding reads their memory
+            np.ascontiguousarray(input_ids, dtype=np.int64),
+            (np.arange(int(total.max()))[None, :] < total[:, None]).astype(np.int64),
+            np.arange(rows, dtype=np.int64),
+        )
+        binding = self._session.io_binding()
+        for name, array in zip(("input_ids", "attention_mask", genai_graph.LOGITS_ROWS), arrays, strict=True):
+            binding.bind_cpu_input(name, array)
+        binding.bind_output("logits")  # first: get_outputs() lists outputs in binding order
+        for past, present, value in zip(self._past_names, self._output_names[1:], cache.bound, strict=True):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+        self._session.run_with_iobinding(binding)
+        logits = binding.get_outputs()[0].numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(logits), GqaCache(cache.layers, total, cache.bound)
 
     def _forward_by_length(
         self, inputs: ForwardInputs, cache: GqaCache, real: np.ndarray
@@ -178,15 +216,26 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         # ``start`` counts left-padding columns of the base's mask; this cache is right-padded,
         # so it keeps the columns up to the longest of these rows instead
         lengths = cache.lengths[rows]
-        keep = int(lengths.max()) if len(lengths) else 0
+        keep = min(cache.width, (int(lengths.max()) if len(lengths) else 0) + ROOM)
         return GqaCache([np.ascontiguousarray(layer[rows][:, :, :keep]) for layer in cache.layers], lengths)
 
     def _cache_join(self, old: GqaCache, new: GqaCache, width: int) -> GqaCache:
-        keep = max(old.width, new.width)
+        keep = int(max(old.lengths.max(), new.lengths.max())) + ROOM
         layers = []
         for a, b in zip(old.layers, new.layers, strict=True):
             out = np.zeros((a.shape[0] + b.shape[0], a.shape[1], keep, a.shape[3]), a.dtype)
-            out[: a.shape[0], :, : a.shape[2]] = a
-            out[a.shape[0] :, :, : b.shape[2]] = b
+            out[: a.shape[0], :, : min(a.shape[2], keep)] = a[:, :, :keep]
+            out[a.shape[0] :, :, : min(b.shape[2], keep)] = b[:, :, :keep]
             layers.append(out)
         return GqaCache(layers, np.concatenate([old.lengths, new.lengths]))
+
+
+def _with_room(cache: GqaCache, width: int) -> GqaCache:
+    """The cache copied into buffers ``width`` columns wide (its tokens first)."""
+    layers = []
+    for layer in cache.layers:
+        out = np.zeros((*layer.shape[:2], width, layer.shape[3]), layer.dtype)
+        used = min(layer.shape[2], width)
+        out[:, :, :used] = layer[:, :, :used]
+        layers.append(out)
+    return GqaCache(layers, cache.lengths)

@@ -27,6 +27,14 @@ def test_the_store_holds_each_default_model_and_its_quantized_twin(tmp_path: Pat
         assert quantized.source == base.source and quantized.runtime == base.runtime
         assert quantized.settings == {**base.settings, "quantization": kind}
         check_settings(quantized.runtime, quantized.settings)
+    # fp32 and int4 on Optimum's export beside the shipped default on ORT GenAI's graph
+    shipped = models.manifest(GENERATORS[2])
+    assert (
+        shipped.runtime == "onnx-genai-causal-lm"
+        and models.manifest(GENERATORS[0]).runtime == "onnx-causal-lm"
+    )
+    assert models.manifest(GENERATORS[0]).source == shipped.source
+    check_settings(shipped.runtime, shipped.settings)
     linked = store / ENCODERS[1] / "onnx-feature-extraction" / "model.onnx"
     assert os.path.samefile(linked, export / "model.onnx")
     prepare(store)  # a second run keeps what is there

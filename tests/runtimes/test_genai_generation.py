@@ -19,7 +19,7 @@ from runtimes import genai_graph
 from runtimes.base import ThreadSettings
 from runtimes.catalog import factory_for
 from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
-from runtimes.genai_generation import GenaiCausalLM
+from runtimes.genai_generation import ROOM, GenaiCausalLM
 from runtimes.gguf_convert import CONVERTED
 from runtimes.quantize import QuantizationRefused
 from tests.generation_models import EOS_ID, SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf
@@ -195,13 +195,21 @@ def test_released_rows_leave_and_the_cache_keeps_the_longest_row(runtime: GenaiC
     out = runtime.run_batch(GenerationStep(prefill=(NewSequence(1, long), NewSequence(2, short))))
     assert runtime._batch is not None
     cache = runtime._batch.cache
-    assert cache.lengths.tolist() == [len(long), len(short)] and cache.width == len(long)
+    assert cache.lengths.tolist() == [len(long), len(short)] and cache.width == len(long)  # a prefill's
     first = {s: int(out.logits[out.row(s)].argmax()) for s in out.seq_ids}
-    out = runtime.run_batch(GenerationStep(release=(1,), decode=((2, first[2]),)))
+    out = runtime.run_batch(GenerationStep(decode=tuple(first.items())))
+    grown = runtime._batch.cache  # room for the next tokens, which steps write in place
+    assert grown.lengths.tolist() == [len(long) + 1, len(short) + 1] and grown.width == len(long) + 1 + ROOM
+    buffer = grown.layers[0]
+    nxt = {s: int(out.logits[out.row(s)].argmax()) for s in out.seq_ids}
+    runtime.run_batch(GenerationStep(decode=tuple(nxt.items())))
+    assert runtime._batch.cache.layers[0] is buffer  # the same buffer, written in place
+    out = runtime.run_batch(GenerationStep(release=(1,), decode=((2, 7),)))
     assert out.seq_ids == (2,)
     cache = runtime._batch.cache
-    assert cache.lengths.tolist() == [len(short) + 1]
-    assert cache.layers[0].shape == (1, 3, len(short) + 1, 64)  # right-padding cut with the long row
+    assert cache.lengths.tolist() == [len(short) + 3]
+    # the long row's columns go with it: the rest keeps its tokens plus room
+    assert cache.layers[0].shape == (1, 3, len(short) + 2 + ROOM, 64)  # cut at the release, then a step
     runtime.run_batch(GenerationStep(release=(2,)))
     assert not runtime.running
 
