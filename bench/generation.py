@@ -89,6 +89,28 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
+def describe_runtime(args: argparse.Namespace) -> None:
+    """Merge --settings into the model's manifest (checked as the gateway checks it) and name the
+    runtime and its threads for the report."""
+    from gateway.models.model_settings import check_settings
+    from runtimes.base import ThreadSettings
+
+    path = args.store / MODEL / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if args.settings:
+        manifest["settings"] = {**manifest["settings"], **json.loads(args.settings)}
+        check_settings(manifest["runtime"], manifest["settings"])
+        path.write_text(json.dumps(manifest, indent=2))
+    shown = {
+        k: v for k, v in manifest["settings"].items() if k not in ("eos_token", "max_batch_size", "max_queue")
+    }
+    args.runtime_name = f"{manifest['runtime']} {json.dumps(shown)}"
+    threads = ThreadSettings(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+    args.generation_threads = (
+        threads.for_generation() if "genai" in manifest["runtime"] else args.intra_op_threads
+    )
+
+
 # -- in-process baselines -----------------------------------------------------------------
 def converted_folder(store: Path) -> Path:
     """The gateway's own converted HF folder for the model (converting the GGUF file once)."""
@@ -333,7 +355,9 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
         f"{MODEL}, {args.tokens} new tokens per stream (greedy, min = max new tokens), "
         f"median of {args.repeats} run(s). Threads: torch intra-op {args.intra_op_threads}, "
         f"inter-op {args.inter_op_threads} in the gateway and in the in-process baselines "
-        "(measured in this process before the gateway started).",
+        "(measured in this process before the gateway started). "
+        f"Runtime: {getattr(args, 'runtime_name', '?')}, "
+        f"{getattr(args, 'generation_threads', args.intra_op_threads)} ONNX Runtime threads a step.",
         "",
         HEADER,
         *(_fmt(r) for r in rows),
@@ -376,10 +400,16 @@ def main() -> None:
     parser.add_argument("--intra-op-threads", type=int, default=1, help="torch intra-op threads (both sides)")
     parser.add_argument("--inter-op-threads", type=int, default=1, help="torch inter-op threads (both sides)")
     parser.add_argument("--peers", action="store_true", help="also llama.cpp and ORT GenAI, same run")
+    parser.add_argument(
+        "--settings",
+        default="",
+        help="JSON merged into the model's manifest settings, e.g. '{\"spinning\": true}'",
+    )
     args = parser.parse_args()
-    args.stem = results_stem("generation", parser, args, ("concurrency", "tokens"))
+    args.stem = results_stem("generation", parser, args, ("concurrency", "tokens", "settings"))
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     prepare_store(args.store)  # default manifests afresh (conversion and export kept)
+    describe_runtime(args)
 
     base = baselines(args)
     gc.collect()

@@ -323,6 +323,9 @@ def section(
 
     gguf = ModelStore(args.store).manifest(model).source
     peers = run_peers(gguf, hf_folder, streams, args.tokens, args.repeats)
-    detail = f"continuous batching, intra-op {args.intra_op_threads} / inter-op {args.inter_op_threads}"
+    detail = (
+        f"continuous batching, {getattr(args, 'runtime_name', 'its default runtime')}, "
+        f"{getattr(args, 'generation_threads', args.intra_op_threads)} threads a step"
+    )
     ours = taskgate_system(rows, getattr(args, "taskgate_answer", None), detail)
     return write(args.stem, ROOT / "bench" / "results", ours, peers, args.concurrency)

@@ -95,7 +95,7 @@ def _remote_v2(name: str, value: Any) -> None:
 BY_RUNTIME: dict[str, dict[str, Check]] = {
     "onnx-encoder": {**_ENCODER, **_ENCODER_QUANTIZED},
     "onnx-causal-lm": {**_CAUSAL_LM, **_CAUSAL_LM_QUANTIZED},
-    "onnx-genai-causal-lm": {**_CAUSAL_LM, "precision": _precision},
+    "onnx-genai-causal-lm": {**_CAUSAL_LM, "precision": _precision, "spinning": _boolean},
     "torch-causal-lm": _CAUSAL_LM,
     "torch-classifier": {**_ENCODER, "adapter": _text},
     "kserve-v2": {**_ENCODER, **dict.fromkeys(remote_v2.OPTIONS, _remote_v2)},
