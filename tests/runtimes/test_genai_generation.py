@@ -89,6 +89,8 @@ def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"precision": "int2"}, threads=THREADS)
     with pytest.raises(ValueError, match="max_batch_size"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"max_batch_size": 0}, threads=THREADS)
+    with pytest.raises(ValueError, match="'spinning' must be true or false"):
+        GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"spinning": "yes"}, threads=THREADS)
     monkeypatch.setenv(genai_graph.BUILDER_ENV, str(tmp_path / "no-python"))
     with pytest.raises(genai_graph.BuilderMissing, match="make install"):
         genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, tmp_path, "int4", "<|im_end|>")

@@ -163,6 +163,10 @@ def test_an_invalid_quantization_is_a_clear_manifest_error(http: httpx.Client) -
         ("onnx-encoder", {"quantization_min_cosine_row": True}, ["(0, 1]"]),
         ("torch-causal-lm", {"quantization": "int4"}, ["unknown setting 'quantization'"]),
         ("kserve-v2", {"quantization": "int8"}, ["unknown setting 'quantization'"]),
+        ("onnx-genai-causal-lm", {"precision": "int8"}, ["one of int4, fp32", "'int8'"]),
+        ("onnx-genai-causal-lm", {"quantization": "int4"}, ["unknown setting 'quantization'"]),
+        ("onnx-genai-causal-lm", {"spinning": 1}, ["true or false"]),
+        ("onnx-causal-lm", {"precision": "int4"}, ["unknown setting 'precision'"]),
     ],
 )
 def test_quantization_settings_are_checked(runtime: str, settings: dict, words: list[str]) -> None:
@@ -173,6 +177,7 @@ def test_quantization_settings_are_checked(runtime: str, settings: dict, words: 
     assert all(word in caught.value.message for word in words), caught.value.message
     check_settings("onnx-encoder", {"quantization": "none", "quantization_min_cosine": 0.98})
     check_settings("onnx-causal-lm", {"quantization": "int4", "eos_token": "<|im_end|>"})
+    check_settings("onnx-genai-causal-lm", {"precision": "fp32", "spinning": True, "max_batch_size": 16})
 
 
 @pytest.mark.timeout(900)
