@@ -12,7 +12,8 @@ Runtime: the ``onnxruntime-genai`` package is needed to build it, never to serve
 The builder imports transformers 5, and the gateway pins transformers 4, so it runs in its own
 virtual environment (``make install`` creates ``.venv-builder``; ``TASKGATE_GENAI_BUILDER_PYTHON``
 names another interpreter), as a subprocess, on the Hugging Face folder the gateway already has
-(a GGUF file's conversion). The graph is then edited (``keep_rows``): lm_head projects only the
+(a GGUF file's conversion), from the export worker process (``runtimes.export_worker``), like
+every export. The graph is then edited (``keep_rows``): lm_head projects only the
 positions named by a ``logits_rows`` input, so a prefill of 16 prompts no longer pays the
 vocabulary projection of every prompt token.
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from runtimes.cached_folder import FINGERPRINT, is_current, staged
+from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
 from runtimes.progress import progress_step
 
@@ -147,7 +149,9 @@ def graph_cached(
         why = "source or builder changed" if (target / FINGERPRINT).exists() else "first load"
         with staged(target, expected) as staging:
             with progress_step(log, f"building the ORT GenAI {precision} graph of {work_dir.name}", why):
-                report = _build(python, folder, staging, precision, eos_token)
+                # in the export worker, never in the serving process: the probe runs two ORT
+                # sessions and a tokenizer for seconds (runtimes.export_worker)
+                report = run_in_worker(_build, python, folder, staging, precision, eos_token)
             (staging / REPORT).write_text(json.dumps(report, indent=2))
     if precision == "int4" and not report.get("passed"):
         raise QuantizationRefused(
