@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.models.defaults import package_folder
 from runtimes.base import ThreadSettings
+from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
 from runtimes.torch_generation import TorchCausalLM
 from tests.models import CACHE
 
@@ -37,3 +38,54 @@ def smollm_runtime(**options: Any) -> TorchCausalLM:
     )
     runtime.load()
     return runtime
+
+
+# -- what every causal-LM engine's tests check the same way ---------------------------------
+STEPS = 10
+PROMPTS = (
+    "The capital of France is",
+    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
+    "1, 2, 3,",
+    "Once upon a time, in a small village at the edge of a dark forest, there lived an old",
+)
+
+
+def solo_tokens(runtime: CausalLMRuntime, prompt: str, steps: int = STEPS) -> list[int]:
+    """Greedy tokens of one prompt run alone in the runtime."""
+    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, tuple(runtime.encode(prompt))),)))
+    tokens = [int(out.logits[0].argmax())]
+    while len(tokens) < steps:
+        out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))
+        tokens.append(int(out.logits[0].argmax()))
+    runtime.run_batch(GenerationStep(release=(99,)))
+    return tokens
+
+
+def joined_tokens(runtime: CausalLMRuntime, joins: dict[int, int], steps: int = STEPS) -> list[list[int]]:
+    """Greedy tokens of PROMPTS[s] for each sequence s joining the running batch at iteration
+    ``joins[s]`` and leaving it after ``steps`` tokens; every step's logits are float32 and finite."""
+    import torch
+
+    tokens: dict[int, list[int]] = {}
+    iteration = 0
+    while len(tokens) < len(joins) or runtime.running:
+        finished = tuple(s for s in runtime.running if len(tokens[s]) == steps)
+        step = GenerationStep(
+            release=finished,
+            decode=tuple((s, tokens[s][-1]) for s in runtime.running if s not in finished),
+            prefill=tuple(
+                NewSequence(s, tuple(runtime.encode(PROMPTS[s])))
+                for s, at in joins.items()
+                if at == iteration
+            ),
+        )
+        out = runtime.run_batch(step)
+        assert out.logits.dtype == torch.float32 and out.logits.shape == (
+            len(out.seq_ids),
+            runtime.vocab_size,
+        )
+        assert not torch.isnan(out.logits).any()
+        for seq_id in out.seq_ids:
+            tokens.setdefault(seq_id, []).append(int(out.logits[out.row(seq_id)].argmax()))
+        iteration += 1
+    return [tokens[s] for s in sorted(joins)]

@@ -13,24 +13,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from runtimes import genai_graph
 from runtimes.base import ThreadSettings
 from runtimes.catalog import factory_for
-from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
+from runtimes.causal_lm import GenerationStep, NewSequence
 from runtimes.genai_generation import ROOM, GenaiCausalLM
 from runtimes.gguf_convert import CONVERTED
 from runtimes.quantize import QuantizationRefused
-from tests.generation_models import EOS_ID, SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf
-
-STEPS = 10
-PROMPTS = (
-    "The capital of France is",
-    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
-    "1, 2, 3,",
-    "Once upon a time, in a small village at the edge of a dark forest, there lived an old",
+from tests.generation_models import (
+    EOS_ID,
+    PROMPTS,
+    SMOLLM_SETTINGS,
+    SMOLLM_WORK,
+    joined_tokens,
+    smollm_gguf,
+    solo_tokens,
 )
+
 THREADS = ThreadSettings(intra_op_threads=1, inter_op_threads=1, model_workers=1)
 
 
@@ -41,16 +41,6 @@ def runtime() -> GenaiCausalLM:
     )
     genai.load()
     return genai
-
-
-def _solo(runtime: CausalLMRuntime, prompt: str, steps: int = STEPS) -> list[int]:
-    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, tuple(runtime.encode(prompt))),)))
-    tokens = [int(out.logits[0].argmax())]
-    while len(tokens) < steps:
-        out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))
-        tokens.append(int(out.logits[0].argmax()))
-    runtime.run_batch(GenerationStep(release=(99,)))
-    return tokens
 
 
 def _chat(question: str) -> str:
@@ -125,37 +115,18 @@ def test_greedy_answers_hold_the_facts(runtime: GenaiCausalLM) -> None:
         "How many days are there in a week?": "7",
     }
     for question, fact in answers.items():
-        assert fact in runtime.decode(_solo(runtime, _chat(question), steps=16))
+        assert fact in runtime.decode(solo_tokens(runtime, _chat(question), steps=16))
 
 
 def test_sequences_joining_the_running_batch_produce_what_they_produce_alone(runtime: GenaiCausalLM) -> None:
-    alone = [_solo(runtime, prompt) for prompt in PROMPTS]
-    joins = {0: 0, 1: 2, 2: 3, 3: 6}  # sequence -> the iteration it joins at
-    tokens: dict[int, list[int]] = {}
-    iteration = 0
-    while len(tokens) < len(PROMPTS) or runtime.running:
-        finished = tuple(s for s in runtime.running if len(tokens[s]) == STEPS)
-        step = GenerationStep(
-            release=finished,
-            decode=tuple((s, tokens[s][-1]) for s in runtime.running if s not in finished),
-            prefill=tuple(
-                NewSequence(s, tuple(runtime.encode(PROMPTS[s])))
-                for s, at in joins.items()
-                if at == iteration
-            ),
-        )
-        out = runtime.run_batch(step)
-        assert out.logits.dtype == torch.float32 and out.logits.shape == (len(out.seq_ids), 49152)
-        for seq_id in out.seq_ids:
-            tokens.setdefault(seq_id, []).append(int(out.logits[out.row(seq_id)].argmax()))
-        iteration += 1
-    assert [tokens[s] for s in range(len(PROMPTS))] == alone
+    alone = [solo_tokens(runtime, prompt) for prompt in PROMPTS]
+    assert joined_tokens(runtime, {0: 0, 1: 2, 2: 3, 3: 6}) == alone  # sequence -> the iteration it joins at
 
 
 def test_chunks_of_different_lengths_beside_decoding_rows_give_the_whole_prompts_tokens(
     runtime: GenaiCausalLM,
 ) -> None:
-    alone = [_solo(runtime, prompt, steps=4) for prompt in PROMPTS]
+    alone = [solo_tokens(runtime, prompt, steps=4) for prompt in PROMPTS]
     long, mid = tuple(runtime.encode(PROMPTS[3])), tuple(runtime.encode(PROMPTS[1]))
     out = runtime.run_batch(
         GenerationStep(

@@ -10,24 +10,25 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from runtimes.base import ThreadSettings
 from runtimes.catalog import factory_for
-from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
+from runtimes.causal_lm import GenerationStep, NewSequence
 from runtimes.gguf_convert import CONVERTED, GGUFConversionError
 from runtimes.onnx_export import FINGERPRINT, export_cached
 from runtimes.onnx_generation import TASK, OnnxCausalLM
 from runtimes.torch_generation import TorchCausalLM
-from tests.generation_models import EOS_ID, SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf, smollm_runtime
-
-STEPS = 10
-PROMPTS = (
-    "The capital of France is",
-    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
-    "1, 2, 3,",
-    "Once upon a time, in a small village at the edge of a dark forest, there lived an old",
+from tests.generation_models import (
+    EOS_ID,
+    PROMPTS,
+    SMOLLM_SETTINGS,
+    SMOLLM_WORK,
+    joined_tokens,
+    smollm_gguf,
+    smollm_runtime,
+    solo_tokens,
 )
+
 THREADS = ThreadSettings(intra_op_threads=1, inter_op_threads=1, model_workers=1)
 
 
@@ -38,17 +39,6 @@ def runtime() -> OnnxCausalLM:
     )
     onnx.load()
     return onnx
-
-
-def _solo(runtime: CausalLMRuntime, prompt: str, steps: int = STEPS) -> list[int]:
-    """Greedy tokens of one prompt run alone in the runtime."""
-    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, tuple(runtime.encode(prompt))),)))
-    tokens = [int(out.logits[0].argmax())]
-    while len(tokens) < steps:
-        out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))
-        tokens.append(int(out.logits[0].argmax()))
-    runtime.run_batch(GenerationStep(release=(99,)))
-    return tokens
 
 
 def test_the_export_is_cached_beside_the_conversion(runtime: OnnxCausalLM) -> None:
@@ -99,35 +89,15 @@ def test_greedy_matches_the_torch_runtime(runtime: OnnxCausalLM) -> None:
     try:
         for prompt in PROMPTS[:2]:
             assert runtime.encode(prompt) == torch_runtime.encode(prompt)
-            assert _solo(runtime, prompt) == _solo(torch_runtime, prompt)
+            assert solo_tokens(runtime, prompt) == solo_tokens(torch_runtime, prompt)
     finally:
         torch_runtime.unload()
-    assert runtime.decode(_solo(runtime, PROMPTS[0])).startswith(" Paris")
+    assert runtime.decode(solo_tokens(runtime, PROMPTS[0])).startswith(" Paris")
 
 
 def test_sequences_joining_the_running_batch_produce_what_they_produce_alone(runtime: OnnxCausalLM) -> None:
-    alone = [_solo(runtime, prompt) for prompt in PROMPTS]
-    joins = {0: 0, 1: 2, 2: 3, 3: 6}  # sequence -> the iteration it joins at
-    tokens: dict[int, list[int]] = {}
-    iteration = 0
-    while len(tokens) < len(PROMPTS) or runtime.running:
-        finished = tuple(s for s in runtime.running if len(tokens[s]) == STEPS)
-        step = GenerationStep(
-            release=finished,
-            decode=tuple((s, tokens[s][-1]) for s in runtime.running if s not in finished),
-            prefill=tuple(
-                NewSequence(s, tuple(runtime.encode(PROMPTS[s])))
-                for s, at in joins.items()
-                if at == iteration
-            ),
-        )
-        out = runtime.run_batch(step)
-        assert out.logits.dtype == torch.float32 and out.logits.shape == (len(out.seq_ids), 49152)
-        assert not torch.isnan(out.logits).any()
-        for seq_id in out.seq_ids:
-            tokens.setdefault(seq_id, []).append(int(out.logits[out.row(seq_id)].argmax()))
-        iteration += 1
-    assert [tokens[s] for s in range(len(PROMPTS))] == alone
+    alone = [solo_tokens(runtime, prompt) for prompt in PROMPTS]
+    assert joined_tokens(runtime, {0: 0, 1: 2, 2: 3, 3: 6}) == alone  # sequence -> the iteration it joins at
 
 
 def test_released_rows_leave_and_padding_columns_are_cut(runtime: OnnxCausalLM) -> None:
@@ -168,4 +138,4 @@ def test_unload_drops_the_session_and_the_batch_and_load_brings_it_back(runtime:
     with pytest.raises(RuntimeError, match="not loaded"):
         runtime.run_batch(GenerationStep(release=(1,)))
     runtime.load()
-    assert _solo(runtime, PROMPTS[2], steps=3) == _solo(runtime, PROMPTS[2], steps=3)
+    assert solo_tokens(runtime, PROMPTS[2], steps=3) == solo_tokens(runtime, PROMPTS[2], steps=3)

@@ -12,31 +12,21 @@ from runtimes.causal_lm import GenerationStep, NewSequence
 from runtimes.gguf_convert import CONVERTED, GGUFConversionError, TokenizerFixes, convert_cached
 from runtimes.onnx_export import FINGERPRINT
 from runtimes.torch_generation import TorchCausalLM
-from tests.generation_models import EOS_ID, SMOLLM_WORK, smollm_gguf, smollm_runtime
-
-STEPS = 10
-PROMPTS = (
-    "The capital of France is",
-    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
-    "1, 2, 3,",
-    "Once upon a time, in a small village at the edge of a dark forest, there lived an old",
+from tests.generation_models import (
+    EOS_ID,
+    PROMPTS,
+    SMOLLM_WORK,
+    STEPS,
+    joined_tokens,
+    smollm_gguf,
+    smollm_runtime,
+    solo_tokens,
 )
 
 
 @pytest.fixture(scope="module")
 def runtime() -> TorchCausalLM:
     return smollm_runtime()
-
-
-def _solo(runtime: TorchCausalLM, prompt: str, steps: int = STEPS) -> list[int]:
-    """Greedy tokens of one prompt run alone in the runtime."""
-    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, tuple(runtime.encode(prompt))),)))
-    tokens = [int(out.logits[0].argmax())]
-    while len(tokens) < steps:
-        out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))
-        tokens.append(int(out.logits[0].argmax()))
-    runtime.run_batch(GenerationStep(release=(99,)))
-    return tokens
 
 
 def test_the_gguf_conversion_is_cached_with_its_fingerprint(runtime: TorchCausalLM) -> None:
@@ -82,32 +72,13 @@ def test_greedy_matches_hugging_face_generate(runtime: TorchCausalLM) -> None:
         do_sample=False,
         max_new_tokens=STEPS,
     )[0, len(ids) :].tolist()
-    assert _solo(runtime, PROMPTS[0]) == reference
+    assert solo_tokens(runtime, PROMPTS[0]) == reference
     assert runtime.decode(reference).startswith(" Paris")
 
 
 def test_sequences_joining_the_running_batch_produce_what_they_produce_alone(runtime: TorchCausalLM) -> None:
-    alone = [_solo(runtime, prompt) for prompt in PROMPTS]
-    joins = {0: 0, 1: 2, 2: 3, 3: 6}  # sequence -> the iteration it joins at
-    tokens: dict[int, list[int]] = {}
-    iteration = 0
-    while len(tokens) < len(PROMPTS) or runtime.running:
-        finished = tuple(s for s in runtime.running if len(tokens[s]) == STEPS)
-        step = GenerationStep(
-            release=finished,
-            decode=tuple((s, tokens[s][-1]) for s in runtime.running if s not in finished),
-            prefill=tuple(
-                NewSequence(s, tuple(runtime.encode(PROMPTS[s])))
-                for s, at in joins.items()
-                if at == iteration
-            ),
-        )
-        out = runtime.run_batch(step)
-        assert not torch.isnan(out.logits).any()
-        for seq_id in out.seq_ids:
-            tokens.setdefault(seq_id, []).append(int(out.logits[out.row(seq_id)].argmax()))
-        iteration += 1
-    assert [tokens[s] for s in range(len(PROMPTS))] == alone
+    alone = [solo_tokens(runtime, prompt) for prompt in PROMPTS]
+    assert joined_tokens(runtime, {0: 0, 1: 2, 2: 3, 3: 6}) == alone  # sequence -> the iteration it joins at
 
 
 def test_released_rows_leave_and_padding_columns_are_cut(runtime: TorchCausalLM) -> None:
