@@ -93,6 +93,7 @@ def describe_runtime(args: argparse.Namespace) -> None:
     """Merge --settings into the model's manifest (checked as the gateway checks it) and name the
     runtime and its threads for the report."""
     from gateway.models.model_settings import check_settings
+    from runtimes import genai_graph
     from runtimes.base import ThreadSettings
 
     path = args.store / MODEL / "manifest.json"
@@ -106,9 +107,8 @@ def describe_runtime(args: argparse.Namespace) -> None:
     }
     args.runtime_name = f"{manifest['runtime']} {json.dumps(shown)}"
     threads = ThreadSettings(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
-    args.generation_threads = (
-        threads.for_generation() if "genai" in manifest["runtime"] else args.intra_op_threads
-    )
+    genai = manifest["runtime"] == genai_graph.RUNTIME
+    args.generation_threads = threads.for_generation() if genai else args.intra_op_threads
 
 
 # -- in-process baselines -----------------------------------------------------------------

@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISION_SETTING = "precision"
-DEFAULT_PRECISION = "int4"
 # ONNX Runtime's intra-op threads spinning while they wait for work. Off by default, like every
 # session here: on a shared machine spinning threads take the cores a busy neighbour (or the
 # gateway's own event loop) needs, and throughput collapses. On a machine of its own it is the
@@ -77,15 +75,12 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
     def __init__(
         self, *, source: Path, work_dir: Path, options: dict[str, Any], threads: ThreadSettings
     ) -> None:
-        engine_options = {k: v for k, v in options.items() if k not in (PRECISION_SETTING, SPINNING_SETTING)}
+        own = (genai_graph.PRECISION_SETTING, SPINNING_SETTING)
+        engine_options = {k: v for k, v in options.items() if k not in own}
         super().__init__(source=source, work_dir=work_dir, options=engine_options, threads=threads)
-        precision = options.get(PRECISION_SETTING, DEFAULT_PRECISION)
-        if precision not in genai_graph.PRECISIONS:
-            raise ValueError(
-                f"setting {PRECISION_SETTING!r} of runtime 'onnx-genai-causal-lm' must be one of "
-                f"{', '.join(genai_graph.PRECISIONS)}; got {precision!r}"
-            )
-        self._precision = str(precision)
+        self._precision = genai_graph.check_precision(
+            options.get(genai_graph.PRECISION_SETTING, genai_graph.DEFAULT_PRECISION)
+        )
         spinning = options.get(SPINNING_SETTING, False)
         if not isinstance(spinning, bool):
             raise ValueError(f"setting {SPINNING_SETTING!r} must be true or false, got {spinning!r}")
@@ -141,7 +136,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         for row, count in enumerate(real.tolist()):
             ids[row, :count] = inputs.input_ids[row, new - count :]
         total = past + real
-        mask = (np.arange(int(total.max()))[None, :] < total[:, None]).astype(np.int64)
+        mask = _right_padded_mask(total)
         if inputs.logits_to_keep == 0:
             picked = np.arange(rows * width, dtype=np.int64)
         else:
@@ -178,7 +173,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         rows = len(total)
         arrays = (  # kept referenced until the run ends: the binding reads their memory
             np.ascontiguousarray(input_ids, dtype=np.int64),
-            (np.arange(int(total.max()))[None, :] < total[:, None]).astype(np.int64),
+            _right_padded_mask(total),
             np.arange(rows, dtype=np.int64),
         )
         binding = self._session.io_binding()
@@ -238,6 +233,11 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
             out[a.shape[0] :, :, : min(b.shape[2], keep)] = b[:, :, :keep]
             layers.append(out)
         return GqaCache(layers, np.concatenate([old.lengths, new.lengths]))
+
+
+def _right_padded_mask(total: np.ndarray) -> np.ndarray:
+    """int64 [rows, max(total)]: 1 in each row's first ``total[row]`` columns."""
+    return (np.arange(int(total.max()))[None, :] < total[:, None]).astype(np.int64)
 
 
 def _with_room(cache: GqaCache, width: int) -> GqaCache:

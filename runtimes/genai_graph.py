@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtimes.cached_folder import FINGERPRINT, is_current, staged
+from runtimes.cached_folder import FINGERPRINT, staged
 from runtimes.export_worker import run_in_worker
 from runtimes.fingerprint import fingerprint
 from runtimes.progress import progress_step
@@ -48,6 +48,8 @@ BUILDER_ENV = "TASKGATE_GENAI_BUILDER_PYTHON"
 BUILDER_VENV = ".venv-builder"  # beside the repository's .venv, made by make install
 BUILDER_PACKAGE = "onnxruntime-genai"
 PRECISIONS = ("int4", "fp32")
+PRECISION_SETTING = "precision"  # the manifest setting choosing one of PRECISIONS
+DEFAULT_PRECISION = "int4"
 LOGITS_ROWS = "logits_rows"  # int64 [K]: flat row-major indices into the [batch, positions] grid
 EDITS = 1  # bump when keep_rows changes: cached graphs are edited again
 PROBE_VERSION = 1
@@ -77,6 +79,16 @@ _BUILD_TIMEOUT_S = 1800
 
 class BuilderMissing(RuntimeError):
     """The model builder's interpreter is not there; the message says how to install it."""
+
+
+def check_precision(value: Any) -> str:
+    """A manifest's precision for onnx-genai-causal-lm; ValueError names the allowed ones."""
+    if value not in PRECISIONS:
+        raise ValueError(
+            f"setting {PRECISION_SETTING!r} of runtime {RUNTIME!r} must be one of {', '.join(PRECISIONS)}; "
+            f"got {value!r}"
+        )
+    return str(value)
 
 
 def builder_python() -> Path:
@@ -121,8 +133,7 @@ def graph_cached(
 
     from runtimes.quantize import QuantizationRefused
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    check_precision(precision)
     target = work_dir / f"genai-{precision}"
     python = builder_python()
     expected = {
@@ -134,18 +145,14 @@ def graph_cached(
         "probe_version": PROBE_VERSION,
         "onnxruntime": metadata.version("onnxruntime"),
     }
+    # A built folder is current when its stamp holds all of the above; the builder's version is
+    # stamped too but not asked for here (asking the builder costs a second on every load).
     report: dict[str, Any] | None = None
-    if (target / FINGERPRINT).is_file():
-        # the builder's version is part of the stamp; asking the builder costs a second, so a
-        # current folder is recognised by everything else first
-        stamp = _read_json(target / FINGERPRINT)
-        if stamp is not None and {k: v for k, v in stamp.items() if k != "builder"} == expected:
-            report = _read_json(target / REPORT) if (target / "model.onnx").is_file() else None
+    stamp = _read_json(target / FINGERPRINT)
+    if stamp is not None and {k: v for k, v in stamp.items() if k != "builder"} == expected:
+        report = _read_json(target / REPORT) if (target / "model.onnx").is_file() else None
     if report is None:
         expected["builder"] = _builder_version(python)
-        if is_current(target, "model.onnx", expected):
-            report = _read_json(target / REPORT)
-    if report is None:
         why = "source or builder changed" if (target / FINGERPRINT).exists() else "first load"
         with staged(target, expected) as staging:
             with progress_step(log, f"building the ORT GenAI {precision} graph of {work_dir.name}", why):

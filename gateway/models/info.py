@@ -64,7 +64,8 @@ def quantization_info(folder: Path) -> dict[str, Any] | None:
         return None
     settings = data.get("settings")
     if data.get("runtime") == genai_graph.RUNTIME:  # ORT GenAI's graph: int4 unless "precision" says
-        precision = settings.get("precision", "int4") if isinstance(settings, dict) else "int4"
+        chosen = settings.get(genai_graph.PRECISION_SETTING) if isinstance(settings, dict) else None
+        precision = chosen or genai_graph.DEFAULT_PRECISION
         if precision not in genai_graph.PRECISIONS or precision == "fp32":
             return None
         return {"kind": precision, "report": genai_graph.graph_report(folder, precision)}

@@ -79,10 +79,10 @@ _CAUSAL_LM_QUANTIZED: dict[str, Check] = {quantize.SETTING: _quantization("onnx-
 
 
 def _precision(name: str, value: Any) -> None:
-    if value not in genai_graph.PRECISIONS:
-        raise InvalidInput(
-            f"setting {name!r} must be one of {', '.join(genai_graph.PRECISIONS)}; got {value!r}"
-        )
+    try:
+        genai_graph.check_precision(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _remote_v2(name: str, value: Any) -> None:
@@ -95,7 +95,7 @@ def _remote_v2(name: str, value: Any) -> None:
 BY_RUNTIME: dict[str, dict[str, Check]] = {
     "onnx-encoder": {**_ENCODER, **_ENCODER_QUANTIZED},
     "onnx-causal-lm": {**_CAUSAL_LM, **_CAUSAL_LM_QUANTIZED},
-    "onnx-genai-causal-lm": {**_CAUSAL_LM, "precision": _precision, "spinning": _boolean},
+    "onnx-genai-causal-lm": {**_CAUSAL_LM, genai_graph.PRECISION_SETTING: _precision, "spinning": _boolean},
     "torch-causal-lm": _CAUSAL_LM,
     "torch-classifier": {**_ENCODER, "adapter": _text},
     "kserve-v2": {**_ENCODER, **dict.fromkeys(remote_v2.OPTIONS, _remote_v2)},
