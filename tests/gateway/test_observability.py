@@ -118,9 +118,14 @@ def test_errors_are_counted_by_code_and_an_unknown_model_is_never_a_label(
     assert unknown.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert dict(unknown.value.trailing_metadata())["x-request-id"] == "unknown-method-1"
     no_route = requests("", "", "http", "caikit", "UNIMPLEMENTED")
+    no_method = requests("", "", "grpc", "other", "UNIMPLEMENTED")
     total = "taskgate_requests_total"
+    # each door closes its record after the answer is sent: wait until both have counted
     text, after = scrape_when(
-        http, lambda now: value(now, total, **no_route) > value(before, total, **no_route)
+        http,
+        lambda now: all(
+            value(now, total, **labels) > value(before, total, **labels) for labels in (no_route, no_method)
+        ),
     )
 
     def moved(**labels: str) -> float:
