@@ -10,10 +10,11 @@ Every iteration the scheduler thread
 3. runs ONE runtime step (``runtimes.causal_lm.GenerationStep``): release the rows that
    finished, decode every sequence whose prompt is done in one forward pass, prefill the chunks
    (a sequence gets its first token with its prompt's last chunk);
-4. chooses each sequence's next token (``sampling.TokenChooser``), turns it into text
-   (``text.IncrementalText``), publishes a ``SequenceEvent`` to the request's asyncio loop
-   (``loop.call_soon_threadsafe`` into the handle's ``asyncio.Queue``) and ends the sequences
-   that finished (``policies.stop_reason``).
+4. chooses each sequence's next token (``sampling.choose_rows``: the plain greedy rows in one
+   vectorized pass, the others by their own ``TokenChooser``), turns it into text
+   (``text.IncrementalText``), publishes a ``SequenceEvent`` per request to its asyncio loop
+   (one ``loop.call_soon_threadsafe`` per loop and step, into each handle's ``asyncio.Queue``)
+   and ends the sequences that finished (``policies.stop_reason``).
 
 API (all but the thread itself run on the caller's event loop):
     scheduler = GenerationScheduler(runtime, name="model-id"); scheduler.start()
@@ -50,9 +51,7 @@ from gateway.generation.text import IncrementalText
 from runtimes.causal_lm import CausalLMRuntime, GenerationLimits, GenerationStep, NewSequence, StepOutput
 
 if TYPE_CHECKING:
-    import torch
-
-    from gateway.generation.sampling import TokenChooser
+    from gateway.generation.sampling import Choice, TokenChooser
 
 log = logging.getLogger(__name__)
 
@@ -353,31 +352,39 @@ class GenerationScheduler:
 
     def _advance(self, output: StepOutput) -> list[int]:
         """Choose each sequence's next token, publish it; returns the sequences that finished."""
+        from gateway.generation.sampling import choose_rows
+
         finished: list[int] = []
         with self._cond:
             sequences = [self._active.get(seq_id) for seq_id in output.seq_ids]
         at = time.perf_counter()  # one clock read per step, shared by its tokens
-        for row, seq in enumerate(sequences):
-            if seq is None:  # cancelled or timed out while the step ran: released next step
-                continue
+        # a sequence cancelled or timed out while the step ran is released next step
+        live = [(row, seq) for row, seq in enumerate(sequences) if seq is not None]
+        choices = choose_rows(
+            [_chooser(seq) for _, seq in live],
+            output.logits,
+            [row for row, _ in live],
+            [seq.generated for _, seq in live],
+        )
+        published = _Deliveries()
+        for (_, seq), choice in zip(live, choices, strict=True):
             if seq.generated == 0 and seq.seq_id in output.prompt_logprobs:
                 seq.input_tokens = self._input_tokens(seq, output.prompt_logprobs[seq.seq_id])
-            event = self._next_token(seq, output.logits[row], at)
+            event = self._next_token(seq, choice, at)
             if event.finished:
                 finished.append(seq.seq_id)
-            if not seq.handle._publish(event) and not event.finished:
-                finished.append(seq.seq_id)
+            published.add(seq.seq_id, seq.handle, event)
+        for seq_id in published.send():  # consumers whose loop closed: nobody listens any more
+            if seq_id not in finished:
+                finished.append(seq_id)
         if finished:
             with self._cond:
                 for seq_id in finished:
                     self._active.pop(seq_id, None)
         return finished
 
-    def _next_token(self, seq: _Sequence, logits: torch.Tensor, at: float = 0.0) -> SequenceEvent:
-        if seq.chooser is None:  # set at prefill, before any token is chosen
-            raise RuntimeError(f"sequence {seq.seq_id} has no token chooser")
+    def _next_token(self, seq: _Sequence, choice: Choice, at: float = 0.0) -> SequenceEvent:
         params = seq.request.params
-        choice = seq.chooser.choose(logits, seq.generated)
         first = seq.generated == 0
         seq.generated += 1
         seq.last_token = choice.token_id
@@ -428,6 +435,40 @@ class GenerationScheduler:
                 self._runtime.run_batch(step)
             except Exception:
                 log.exception("releasing finished sequences failed on model %s", self._name)
+
+
+class _Deliveries:
+    """One step's events, handed to each consumer loop in one call: a loop wakes once a step,
+    not once a token."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, SequenceHandle, SequenceEvent]]] = {}
+
+    def add(self, seq_id: int, handle: SequenceHandle, event: SequenceEvent) -> None:
+        if event.finished:
+            handle.done = True
+        self._by_loop.setdefault(handle._loop, []).append((seq_id, handle, event))
+
+    def send(self) -> list[int]:
+        """Hand the events over; the sequences whose consumer's loop is closed."""
+        lost: list[int] = []
+        for loop, items in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, [(handle._queue, event) for _, handle, event in items])
+            except RuntimeError:
+                lost += [seq_id for seq_id, _, _ in items]
+        return lost
+
+
+def _deliver(items: list[tuple[asyncio.Queue[SequenceEvent], SequenceEvent]]) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)
+
+
+def _chooser(seq: _Sequence) -> TokenChooser:
+    if seq.chooser is None:  # set at prefill, before any token is chosen
+        raise RuntimeError(f"sequence {seq.seq_id} has no token chooser")
+    return seq.chooser
 
 
 def _failure(seq: _Sequence, error: TaskgateError) -> SequenceEvent:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
 from gateway.generation.params import GenerationParams
-from gateway.generation.sampling import TokenChooser
+from gateway.generation.sampling import TokenChooser, choose_rows
 
 VOCAB = 8
 EOS = 7
@@ -73,3 +74,32 @@ def test_the_same_seed_draws_the_same_tokens() -> None:
     assert draws[0] == draws[1]
     other = _chooser(seed=10, decoding_method="SAMPLING")
     assert [other.choose(logits, i).token_id for i in range(30)] != draws[0]
+
+
+def test_a_step_chooses_every_row_as_its_own_chooser_would() -> None:
+    """choose_rows batches the plain greedy rows; every row still gets exactly its own choice."""
+    kinds: list[dict[str, object]] = [
+        {},  # plain greedy
+        {"min_new_tokens": 3},  # greedy, EOS suppressed while fewer than 3 tokens
+        {"repetition_penalty": 1.5},  # not batched: a penalty
+        {"exponential_decay_length_penalty": (1, 2.0)},  # batched until the penalty starts
+        {"decoding_method": "SAMPLING", "top_k": 3},  # not batched: a draw
+    ]
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, VOCAB, generator=generator)
+    logits[:, EOS] += 3.0  # EOS is the best token of most rows
+    for rows, generated in itertools.product(([4, 0, 3, 1, 2], [0, 1, 2, 3, 4]), (0, 2, 4)):
+        batched = [_chooser((2,), seed=11, **kind) for kind in kinds]
+        alone = [_chooser((2,), seed=11, **kind) for kind in kinds]
+        counts = [generated] * len(kinds)
+        got = choose_rows(batched, logits.clone(), rows, counts)  # a step's logits are read once
+        want = [c.choose(logits[row], generated) for c, row in zip(alone, rows, strict=True)]
+        assert [c.token_id for c in got] == [c.token_id for c in want]
+        assert [c.rank for c in got] == [c.rank for c in want]
+        for a, b in zip(got, want, strict=True):
+            assert math.isclose(a.logprob, b.logprob, rel_tol=1e-6, abs_tol=1e-6)
+    eos_best = _logits(0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0)[None, :]
+    suppressed = choose_rows([_chooser(min_new_tokens=2)], eos_best.clone(), [0], [1])  # read once
+    assert suppressed[0].token_id == 1 and suppressed[0].rank == 1
+    assert choose_rows([_chooser(min_new_tokens=2)], eos_best.clone(), [0], [2])[0].token_id == EOS
+    assert choose_rows([], eos_best, [], []) == []
