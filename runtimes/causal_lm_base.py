@@ -201,7 +201,10 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
                 ids_p, logits_p, prompt_logprobs = self._prefill(batch.prefill)
                 ids += ids_p
                 logits.append(logits_p)
-        rows = torch.cat(logits) if logits else torch.empty(0, self.vocab_size)
+        if len(logits) == 1:
+            rows = logits[0]  # no copy
+        else:
+            rows = torch.cat(logits) if logits else torch.empty(0, self.vocab_size)
         return StepOutput(tuple(ids), rows, prompt_logprobs)
 
     # -- CausalLMRuntime -----------------------------------------------------------------

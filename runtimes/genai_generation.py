@@ -42,12 +42,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# ONNX Runtime's intra-op threads spinning while they wait for work. Off by default, like every
-# session here: on a shared machine spinning threads take the cores a busy neighbour (or the
-# gateway's own event loop) needs, and throughput collapses. On a machine of its own it is the
-# difference between ORT GenAI's per-token time and ours: one decode step of SmolLM2 int4, one
-# row, 2 threads, raw ORT: 4.5 ms spinning against 6.4 ms not (16 rows: 20.7 against 22.2).
+# ONNX Runtime's intra-op threads spinning while they wait for work: "off", "while_running"
+# (the default) or "always" (true / false mean "always" / "off"). A step is hundreds of small
+# parallel sections; a worker that sleeps between them is woken each time, and on SmolLM2 int4 one
+# row, 2 threads, raw ORT, that costs a third of the step: 4.9 ms spinning always, 5.5 while
+# running, 6.3-6.9 off (16 rows: 21.5-24.2 / 22.2-23.4 / 27.3-27.7). "always" keeps the workers
+# spinning between steps too, taking the core the gateway's event loop needs to send the tokens,
+# and loses through the gateway (0.76 of its runtime's static batch, against 0.95 off).
+# "while_running" (session.force_spinning_stop) stops them when a step returns: through the
+# gateway it measured 1.15-1.40x off at one stream and 1.14-1.18x at 16 (bench/results/
+# generation-spinning.md). Off suits a machine shared with busy neighbours.
 SPINNING_SETTING = "spinning"
+SPINNING_MODES = {  # mode -> (session.intra_op.allow_spinning, session.force_spinning_stop)
+    "off": ("0", "0"),
+    "while_running": ("1", "1"),
+    "always": ("1", "0"),
+}
+DEFAULT_SPINNING = "while_running"
 # Columns of room a cache gets when it grows or its rows change, so decode steps write their
 # token in place (GroupQueryAttention's shared past/present buffer) instead of ONNX Runtime
 # allocating and copying every layer's whole cache each step: measured on SmolLM2 int4, 16 rows
@@ -81,10 +92,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         self._precision = genai_graph.check_precision(
             options.get(genai_graph.PRECISION_SETTING, genai_graph.DEFAULT_PRECISION)
         )
-        spinning = options.get(SPINNING_SETTING, False)
-        if not isinstance(spinning, bool):
-            raise ValueError(f"setting {SPINNING_SETTING!r} must be true or false, got {spinning!r}")
-        self._spinning = spinning
+        self._spinning = check_spinning(options.get(SPINNING_SETTING, DEFAULT_SPINNING))
         self.quantization_report: dict[str, Any] = {}
         self._session: Any = None
         self._past_names: list[str] = []
@@ -102,7 +110,9 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         options.intra_op_num_threads = self._threads.for_generation()
         options.inter_op_num_threads = self._threads.inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
+        allow, stop = SPINNING_MODES[self._spinning]
+        options.add_session_config_entry("session.intra_op.allow_spinning", allow)
+        options.add_session_config_entry("session.force_spinning_stop", stop)
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session = ort.InferenceSession(
             str(graph / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
@@ -112,6 +122,9 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         needed = {"input_ids", "attention_mask", genai_graph.LOGITS_ROWS}
         if not past or not needed <= inputs:
             raise ValueError(f"{graph / 'model.onnx'} lacks {sorted(needed - inputs) or 'past_key_values'}")
+        logits = session.get_outputs()[0]
+        if logits.name != "logits" or logits.type != "tensor(float)":  # decode binds a float32 buffer
+            raise ValueError(f"{graph / 'model.onnx'}: output {logits.name} is {logits.type}, not float")
         self._past_names = past
         self._output_names = ["logits", *(n.replace("past_key_values.", "present.", 1) for n in past)]
         self._geometry = genai_graph.cache_geometry(folder)
@@ -179,12 +192,12 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         binding = self._session.io_binding()
         for name, array in zip(("input_ids", "attention_mask", genai_graph.LOGITS_ROWS), arrays, strict=True):
             binding.bind_cpu_input(name, array)
-        binding.bind_output("logits")  # first: get_outputs() lists outputs in binding order
+        logits = np.empty((rows, 1, self.vocab_size), np.float32)  # written by the run: no copy out
+        binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         for past, present, value in zip(self._past_names, self._output_names[1:], cache.bound, strict=True):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
         self._session.run_with_iobinding(binding)
-        logits = binding.get_outputs()[0].numpy().astype(np.float32, copy=False)
         return torch.from_numpy(logits), GqaCache(cache.layers, total, cache.bound)
 
     def _forward_by_length(
@@ -233,6 +246,18 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
             out[a.shape[0] :, :, : min(b.shape[2], keep)] = b[:, :, :keep]
             layers.append(out)
         return GqaCache(layers, np.concatenate([old.lengths, new.lengths]))
+
+
+def check_spinning(value: Any) -> str:
+    """The spinning mode a setting names: one of SPINNING_MODES, or true ("always") / false ("off")."""
+    if isinstance(value, bool):
+        return "always" if value else "off"
+    if not isinstance(value, str) or value not in SPINNING_MODES:
+        raise ValueError(
+            f"setting {SPINNING_SETTING!r} must be one of {', '.join(SPINNING_MODES)} "
+            f"(or true / false), got {value!r}"
+        )
+    return value
 
 
 def _right_padded_mask(total: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.batcher import BatchSettings
 from gateway.errors import InvalidInput
-from runtimes import genai_graph, quantize, remote_v2
+from runtimes import genai_generation, genai_graph, quantize, remote_v2
 
 Check = Callable[[str, Any], None]
 
@@ -85,6 +85,13 @@ def _precision(name: str, value: Any) -> None:
         raise InvalidInput(str(exc)) from None
 
 
+def _spinning(name: str, value: Any) -> None:
+    try:
+        genai_generation.check_spinning(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 def _remote_v2(name: str, value: Any) -> None:
     try:
         remote_v2.check_option(name, value)
@@ -95,7 +102,7 @@ def _remote_v2(name: str, value: Any) -> None:
 BY_RUNTIME: dict[str, dict[str, Check]] = {
     "onnx-encoder": {**_ENCODER, **_ENCODER_QUANTIZED},
     "onnx-causal-lm": {**_CAUSAL_LM, **_CAUSAL_LM_QUANTIZED},
-    "onnx-genai-causal-lm": {**_CAUSAL_LM, genai_graph.PRECISION_SETTING: _precision, "spinning": _boolean},
+    "onnx-genai-causal-lm": {**_CAUSAL_LM, genai_graph.PRECISION_SETTING: _precision, "spinning": _spinning},
     "torch-causal-lm": _CAUSAL_LM,
     "torch-classifier": {**_ENCODER, "adapter": _text},
     "kserve-v2": {**_ENCODER, **dict.fromkeys(remote_v2.OPTIONS, _remote_v2)},

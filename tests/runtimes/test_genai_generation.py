@@ -69,6 +69,10 @@ def test_the_builder_graph_is_cached_checked_and_edited(runtime: GenaiCausalLM) 
     assert any(a.name == "bits" and a.i == 8 for a in head.attribute)
     assert genai_graph.LOGITS_ROWS in {i.name for i in graph.input}
     assert not genai_graph.keep_rows(onnx.load(str(folder / "model.onnx"), load_external_data=False))
+    # its workers spin only while a step runs (the default): woken per operator otherwise
+    options = runtime._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
@@ -79,7 +83,7 @@ def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"precision": "int2"}, threads=THREADS)
     with pytest.raises(ValueError, match="max_batch_size"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"max_batch_size": 0}, threads=THREADS)
-    with pytest.raises(ValueError, match="'spinning' must be true or false"):
+    with pytest.raises(ValueError, match="'spinning' must be one of off, while_running, always"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"spinning": "yes"}, threads=THREADS)
     monkeypatch.setenv(genai_graph.BUILDER_ENV, str(tmp_path / "no-python"))
     with pytest.raises(genai_graph.BuilderMissing, match="make install"):

@@ -165,7 +165,7 @@ def test_an_invalid_quantization_is_a_clear_manifest_error(http: httpx.Client) -
         ("kserve-v2", {"quantization": "int8"}, ["unknown setting 'quantization'"]),
         ("onnx-genai-causal-lm", {"precision": "int8"}, ["one of int4, fp32", "'int8'"]),
         ("onnx-genai-causal-lm", {"quantization": "int4"}, ["unknown setting 'quantization'"]),
-        ("onnx-genai-causal-lm", {"spinning": 1}, ["true or false"]),
+        ("onnx-genai-causal-lm", {"spinning": 1}, ["off, while_running, always", "true / false"]),
         ("onnx-causal-lm", {"precision": "int4"}, ["unknown setting 'precision'"]),
     ],
 )
@@ -178,6 +178,7 @@ def test_quantization_settings_are_checked(runtime: str, settings: dict, words: 
     check_settings("onnx-encoder", {"quantization": "none", "quantization_min_cosine": 0.98})
     check_settings("onnx-causal-lm", {"quantization": "int4", "eos_token": "<|im_end|>"})
     check_settings("onnx-genai-causal-lm", {"precision": "fp32", "spinning": True, "max_batch_size": 16})
+    check_settings("onnx-genai-causal-lm", {"spinning": "while_running"})
 
 
 @pytest.mark.timeout(900)
