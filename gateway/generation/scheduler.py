@@ -455,8 +455,10 @@ class _Deliveries:
         for loop, items in self._by_loop.items():
             try:
                 loop.call_soon_threadsafe(_deliver, [(handle._queue, event) for _, handle, event in items])
-            except RuntimeError:
-                lost += [seq_id for seq_id, _, _ in items]
+            except RuntimeError:  # the loop is closed: these sequences end here
+                for seq_id, handle, _ in items:
+                    handle.done = True
+                    lost.append(seq_id)
         return lost
 
 

@@ -149,3 +149,31 @@ async def test_a_failing_step_fails_its_requests_and_the_scheduler_goes_on(
         scheduler.submit(_request(smollm, "The capital of France is", GenerationParams(max_new_tokens=2)))
     )
     assert healthy[-1].finish_reason is FinishReason.MAX_TOKENS
+
+
+async def test_a_consumer_whose_event_loop_closed_frees_its_slot(
+    smollm: TorchCausalLM, make_scheduler: SchedulerFactory
+) -> None:
+    """A step's events go to each consumer loop in one call; a loop that is gone ends its
+    sequences (nobody listens) while the other loop's sequence goes on."""
+    import threading
+
+    scheduler = make_scheduler()
+    other = asyncio.new_event_loop()
+    gone: list[SequenceHandle] = []
+
+    async def submit_and_leave() -> None:
+        handle = scheduler.submit(_request(smollm, "Tell me a long story.", LONG))
+        gone.append(handle)
+        await handle.next_event()
+
+    thread = threading.Thread(target=lambda: other.run_until_complete(submit_and_leave()))
+    thread.start()
+    thread.join(60)
+    other.close()  # its sequence is still running, with nobody to read its tokens
+    assert gone and not gone[0].done
+    here = scheduler.submit(_request(smollm, "Count to ten:", GenerationParams(max_new_tokens=5)))
+    events = await _drain(here)
+    assert events[-1].finish_reason is FinishReason.MAX_TOKENS and events[-1].generated == 5
+    await _until(lambda: scheduler.active_count == 0)
+    assert gone[0].done
