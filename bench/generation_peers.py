@@ -121,7 +121,7 @@ def table(ours: System, peers: Sequence[System], concurrency: Sequence[int]) -> 
             lines.append(f"- Taskgate / fastest peer at N={n}: no peer measured")
         else:
             value, best = found
-            lines.append(f"- Taskgate / fastest peer at N={n}: {value:.2f} (fastest: {best.name})")
+            lines.append(f"- Taskgate / fastest peer at N={n}: {value:.3f} (fastest: {best.name})")
     for system in (ours, *peers):
         if short := sum(c.short for c in system.cells.values()):
             lines.append(f"- {system.name}: {short} stream(s) ended short of the requested tokens")

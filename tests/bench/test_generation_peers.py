@@ -82,8 +82,8 @@ def test_table_rows_ratios_answers_and_the_not_installed_row() -> None:
     absent = rows["absent"]
     assert "| not installed: bash bench/peers/setup.sh llamacpp |" in absent
     assert absent.count("|") == lines[0].count("|")  # as many cells as the header: no figures
-    assert "- Taskgate / fastest peer at N=1: 0.50 (fastest: llama)" in lines
-    assert "- Taskgate / fastest peer at N=16: 0.80 (fastest: genai)" in lines
+    assert "- Taskgate / fastest peer at N=1: 0.500 (fastest: llama)" in lines
+    assert "- Taskgate / fastest peer at N=16: 0.800 (fastest: genai)" in lines
     assert "- llama: 2 stream(s) ended short of the requested tokens" in lines
 
 
