@@ -403,7 +403,7 @@ def main() -> None:
     parser.add_argument(
         "--settings",
         default="",
-        help="JSON merged into the model's manifest settings, e.g. '{\"spinning\": \"off\"}'",
+        help='JSON merged into the model\'s manifest settings, e.g. \'{"spinning": "off"}\'',
     )
     args = parser.parse_args()
     args.stem = results_stem("generation", parser, args, ("concurrency", "tokens", "settings"))
