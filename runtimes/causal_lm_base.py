@@ -130,6 +130,11 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
     def _cache_join(self, old: CacheT, new: CacheT, width: int) -> CacheT:
         """``old`` rows then ``new`` rows, each right-aligned (left-padded) in ``width`` columns."""
 
+    def _cache_release(self, cache: CacheT, rows: np.ndarray, start: int) -> CacheT:
+        """The cache of the rows still running after a release (ascending indices, ``start`` as in
+        ``_cache_rows``); the old cache is dropped, so an engine may reuse its buffers."""
+        return self._cache_rows(cache, rows, start)
+
     def _virtual_tokens(self, adapter: str | None) -> int:
         """Virtual tokens a prompt adapter puts before the prompt (0: none)."""
         return 0
@@ -394,7 +399,7 @@ class CausalLMBase(CausalLMRuntime, Generic[CacheT]):
         keep = [row for row, seq_id in enumerate(batch.seq_ids) if seq_id not in seq_ids]
         if len(keep) == len(batch.seq_ids):
             return batch
-        return _keep(batch, keep, self._cache_rows) if keep else None
+        return _keep(batch, keep, self._cache_release) if keep else None
 
     def _merge(self, old: RunningBatch[CacheT], new: RunningBatch[CacheT]) -> RunningBatch[CacheT]:
         width = max(old.width, new.width)

@@ -76,10 +76,22 @@ class GqaCache:
     layers: list[np.ndarray]
     lengths: np.ndarray  # int64 [rows]
     bound: list[Any] | None = field(default=None, repr=False)  # OrtValues over ``layers``, made once
+    # the whole buffers whose first rows are ``layers`` (None: ``layers`` themselves); rows after
+    # them are spare, left by released rows, and a joining row is written there in place
+    buffers: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def width(self) -> int:
         return int(self.layers[0].shape[2]) if self.layers else 0
+
+    @property
+    def whole(self) -> list[np.ndarray]:
+        return self.buffers if self.buffers is not None else self.layers
+
+    @property
+    def capacity(self) -> int:
+        """Rows the buffers hold (these rows and the spare ones after them)."""
+        return int(self.whole[0].shape[0]) if self.layers else 0
 
 
 class GenaiCausalLM(CausalLMBase[GqaCache]):
@@ -198,7 +210,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
         self._session.run_with_iobinding(binding)
-        return torch.from_numpy(logits), GqaCache(cache.layers, total, cache.bound)
+        return torch.from_numpy(logits), GqaCache(cache.layers, total, cache.bound, cache.buffers)
 
     def _forward_by_length(
         self, inputs: ForwardInputs, cache: GqaCache, real: np.ndarray
@@ -237,7 +249,38 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         keep = min(cache.width, (int(lengths.max()) if len(lengths) else 0) + ROOM)
         return GqaCache([np.ascontiguousarray(layer[rows][:, :, :keep]) for layer in cache.layers], lengths)
 
+    def _cache_release(self, cache: GqaCache, rows: np.ndarray, start: int) -> GqaCache:
+        """In place when nothing would shrink: each kept row moves down over the released ones
+        (its tokens only) and the cache becomes the first rows of the same buffers, so a release
+        copies the rows after the first released one instead of allocating and copying every
+        kept row whole. The copying ``_cache_rows`` when the longest row leaves (the columns only
+        it used go with it) or fewer than half the buffers' rows stay (the buffers shrink)."""
+        lengths = cache.lengths[rows]
+        count = len(rows)
+        if (
+            not count
+            or min(cache.width, int(lengths.max()) + ROOM) < cache.width
+            or count * 2 < cache.capacity
+            or np.any(np.diff(rows) <= 0)
+        ):
+            return self._cache_rows(cache, rows, start)
+        moved = np.flatnonzero(rows != np.arange(count))
+        if len(moved):  # rows after the first released one move down (their tokens; one copy a layer)
+            start = int(moved[0])
+            used = int(lengths[start:].max())
+            for layer in cache.layers:
+                layer[start:count, :, :used] = layer[rows[start:], :, :used]
+        return GqaCache([layer[:count] for layer in cache.whole], lengths, buffers=cache.whole)
+
     def _cache_join(self, old: GqaCache, new: GqaCache, width: int) -> GqaCache:
+        rows, joining = len(old.lengths), len(new.lengths)
+        if old.capacity >= rows + joining and old.width >= int(new.lengths.max()) + ROOM // 4:
+            # in place: the joining rows go into the spare rows released ones left
+            for buffer, part in zip(old.whole, new.layers, strict=True):
+                used = min(part.shape[2], buffer.shape[2])
+                buffer[rows : rows + joining, :, :used] = part[:, :, :used]
+            layers = [buffer[: rows + joining] for buffer in old.whole]
+            return GqaCache(layers, np.concatenate([old.lengths, new.lengths]), buffers=old.whole)
         keep = int(max(old.lengths.max(), new.lengths.max())) + ROOM
         layers = []
         for a, b in zip(old.layers, new.layers, strict=True):

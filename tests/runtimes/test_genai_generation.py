@@ -191,6 +191,33 @@ def test_released_rows_leave_and_the_cache_keeps_the_longest_row(runtime: GenaiC
     assert not runtime.running
 
 
+def test_rows_leaving_and_joining_reuse_the_cache_buffers_in_place(runtime: GenaiCausalLM) -> None:
+    """A row leaving beside a longer one moves the rows after it down; a row joining is written
+    into the spare row that left; the buffers stay the same, every row's tokens what they are alone."""
+    prompts = {1: PROMPTS[3], 2: PROMPTS[2], 3: PROMPTS[0], 4: PROMPTS[1]}  # the longest first
+    alone = {s: solo_tokens(runtime, p, 7) for s, p in prompts.items()}
+    first = tuple(NewSequence(s, tuple(runtime.encode(prompts[s]))) for s in (1, 2, 3))
+    out = runtime.run_batch(GenerationStep(prefill=first))
+    tokens = {s: [int(out.logits[out.row(s)].argmax())] for s in out.seq_ids}
+    buffer = None
+    for step in range(6):
+        release = (2,) if step == 2 else ()  # the middle row leaves after 3 tokens
+        join = (NewSequence(4, tuple(runtime.encode(prompts[4]))),) if step == 3 else ()
+        decode = tuple((s, tokens[s][-1]) for s in runtime.running if s not in release)
+        out = runtime.run_batch(GenerationStep(release=release, decode=decode, prefill=join))
+        for s in out.seq_ids:
+            tokens.setdefault(s, []).append(int(out.logits[out.row(s)].argmax()))
+        assert runtime._batch is not None
+        if step == 1:
+            buffer = runtime._batch.cache.layers[0]  # with room: later steps write in place
+        if buffer is not None:
+            assert np.shares_memory(runtime._batch.cache.layers[0], buffer)
+    assert runtime._batch.seq_ids == [1, 3, 4]
+    assert tokens[1] == alone[1][:7] and tokens[3] == alone[3][:7] and tokens[2] == alone[2][:3]
+    assert tokens[4] == alone[4][: len(tokens[4])] and len(tokens[4]) == 3
+    runtime.run_batch(GenerationStep(release=runtime.running))
+
+
 def test_prompt_logprobs_match_a_step_by_step_reading(runtime: GenaiCausalLM) -> None:
     ids = tuple(runtime.encode("The capital of France is Paris"))
     out = runtime.run_batch(
