@@ -13,6 +13,10 @@ loop also busy-waits that long between steps, standing in for the Python work th
 between steps (sampling, sending the tokens). --threads is the step's intra-op thread count
 (the gateway's default: every core).
 
+--staggered adds, with the default mode, closed-loop traffic through the scheduler in-process
+(bench/engine_streams.py): 16 streams of requests of 8 to 64 greedy tokens (seeded), so rows
+leave and join the running batch at different steps, as in real traffic; tokens/s of each run.
+
 Runs on its own store, bench/.stores/genai_step/ (its conversion and graph build are cached).
 Writes bench/results/genai_step.{md,json} (genai_step-partial.* when an option differs).
 """
@@ -80,6 +84,22 @@ def decode_ms(runtime: Any, rows: int, tokens: int, gap_s: float) -> float:
     return statistics.median(steps) * 1e3
 
 
+def staggered_tokens_per_s(runtime: Any, runs: int, jobs_per_stream: int = 12) -> list[float]:
+    """Tokens/s of 16 closed-loop streams of requests of random length (seeded), per run."""
+    import random
+
+    from bench.engine_streams import Job, run_streams, scheduler
+
+    rng = random.Random(13)
+    prompt_ids = [tuple(runtime.encode(t)) for t in prompts(16)]
+    jobs = [Job(rng.choice(prompt_ids), None, rng.randint(8, 64)) for _ in range(16 * jobs_per_stream)]
+    running = scheduler(runtime, 16, name="genai-step")
+    try:
+        return [run_streams(running, jobs, 16).tokens_per_s for _ in range(runs)]
+    finally:
+        running.close()
+
+
 def main() -> None:
     from runtimes.genai_generation import SPINNING_MODES
 
@@ -91,8 +111,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="greedy tokens per row")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads a step")
     parser.add_argument("--gap-ms", type=float, default=0.0, help="busy Python time between steps")
+    parser.add_argument("--staggered", action="store_true", help="also staggered traffic in-process")
     args = parser.parse_args()
-    stem = results_stem("genai_step", parser, args, ("runs", "rows", "tokens", "threads", "gap_ms"))
+    scope = ("runs", "rows", "tokens", "threads", "gap_ms", "staggered")
+    stem = results_stem("genai_step", parser, args, scope)
     prepare_store(STORE)
     rows = [int(r) for r in args.rows.split(",")]
     runtimes = {mode: load(mode, args.threads) for mode in SPINNING_MODES}
@@ -122,10 +144,22 @@ def main() -> None:
     for mode, by_rows in medians.items():
         ratios = " | ".join(f"{medians['off'][n] / by_rows[n]:.2f}x" for n in rows)
         lines.append(f"| {mode} | " + " | ".join(f"{by_rows[n]:.2f}" for n in rows) + f" | {ratios} |")
+    staggered: list[float] = []
+    if args.staggered:
+        from runtimes.genai_generation import DEFAULT_SPINNING
+
+        staggered = staggered_tokens_per_s(runtimes[DEFAULT_SPINNING], args.runs)
+        lines += [
+            "",
+            f"Staggered traffic through the scheduler in-process ({DEFAULT_SPINNING}; 16 closed-loop "
+            "streams of 12 requests of 8-64 tokens each): "
+            + ", ".join(f"{t:.0f}" for t in staggered)
+            + f" tok/s, median {statistics.median(staggered):.0f}.",
+        ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(text)
-    payload = {"settings": vars(args), "runs_ms": cells, "median_ms": medians}
+    payload = {"settings": vars(args), "runs_ms": cells, "median_ms": medians, "staggered_tok_s": staggered}
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
     print(text)
 
