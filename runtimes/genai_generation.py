@@ -22,6 +22,13 @@ GroupQueryAttention writes a row's new tokens after its past, so all rows of one
 add the same number of tokens once they have a past: decode steps do (one each), a first chunk
 has no past (rows of any length), and later chunks of different lengths run as one pass per
 length. Adapters are not supported (AdapterUnsupported), as on ``OnnxCausalLM``.
+
+The cache's buffers live across steps: a decode step writes each row's token into the room after
+its past (IOBinding, GroupQueryAttention's shared past/present buffer); a row leaving moves the
+rows after it down in place, and a row joining is written into a spare row a leaving one left
+(``GqaCache.buffers``). Buffers are allocated afresh only when the room runs out, when more rows
+join than are spare, or when a release would shrink them (the longest row leaves, or fewer than
+half the rows stay).
 """
 
 from __future__ import annotations
