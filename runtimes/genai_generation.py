@@ -273,10 +273,10 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
             return self._cache_rows(cache, rows, start)
         moved = np.flatnonzero(rows != np.arange(count))
         if len(moved):  # rows after the first released one move down (their tokens; one copy a layer)
-            start = int(moved[0])
-            used = int(lengths[start:].max())
+            first = int(moved[0])
+            used = int(lengths[first:].max())
             for layer in cache.layers:
-                layer[start:count, :, :used] = layer[rows[start:], :, :used]
+                layer[first:count, :, :used] = layer[rows[first:], :, :used]
         return GqaCache([layer[:count] for layer in cache.whole], lengths, buffers=cache.whole)
 
     def _cache_join(self, old: GqaCache, new: GqaCache, width: int) -> GqaCache:

@@ -50,9 +50,12 @@ PROMPTS = (
 )
 
 
-def solo_tokens(runtime: CausalLMRuntime, prompt: str, steps: int = STEPS) -> list[int]:
-    """Greedy tokens of one prompt run alone in the runtime."""
-    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, tuple(runtime.encode(prompt))),)))
+def solo_tokens(
+    runtime: CausalLMRuntime, prompt: str | tuple[int, ...], steps: int = STEPS, adapter: str | None = None
+) -> list[int]:
+    """Greedy tokens of one prompt (text, or token ids) run alone in the runtime, on ``adapter``."""
+    ids = tuple(runtime.encode(prompt)) if isinstance(prompt, str) else prompt
+    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, ids, adapter=adapter),)))
     tokens = [int(out.logits[0].argmax())]
     while len(tokens) < steps:
         out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))

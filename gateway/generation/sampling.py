@@ -65,8 +65,11 @@ class TokenChooser:
         decay = self._params.exponential_decay_length_penalty
         return decay is None or generated <= decay[0]
 
-    def suppresses_eos(self, generated: int) -> bool:
-        return self._eos >= 0 and generated < self._params.min_new_tokens
+    def suppressed_eos(self, generated: int, vocab_size: int) -> int | None:
+        """The EOS column min_new_tokens masks at this step (None: none)."""
+        if 0 <= self._eos < vocab_size and generated < self._params.min_new_tokens:
+            return self._eos
+        return None
 
     def choose(self, logits: torch.Tensor, generated: int) -> Choice:
         """The next token given this row's logits [vocab] and the count of tokens generated so far."""
@@ -121,11 +124,10 @@ def choose_rows(
             picked = [rows[i] for i in fast]
             every = picked == list(range(logits.shape[0]))
             scores = (logits if every else logits[torch.tensor(picked, dtype=torch.long)]).float()
-            eos = [
-                (k, choosers[i]._eos)
-                for k, i in enumerate(fast)
-                if choosers[i].suppresses_eos(generated[i]) and choosers[i]._eos < scores.shape[-1]
+            masked = [
+                (k, choosers[i].suppressed_eos(generated[i], scores.shape[-1])) for k, i in enumerate(fast)
             ]
+            eos = [(k, column) for k, column in masked if column is not None]
             if eos:
                 at = torch.tensor(eos, dtype=torch.long)
                 scores[at[:, 0], at[:, 1]] = float("-inf")

@@ -13,7 +13,7 @@ from runtimes.base import ThreadSettings
 from runtimes.causal_lm import CausalLMRuntime, GenerationStep, NewSequence
 from runtimes.onnx_generation import OnnxCausalLM
 from runtimes.prefill_inputs import length_groups
-from tests.generation_models import SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf, smollm_runtime
+from tests.generation_models import SMOLLM_SETTINGS, SMOLLM_WORK, smollm_gguf, smollm_runtime, solo_tokens
 
 STEPS = 8
 STORY = "Once upon a time, in a small village at the edge of a dark forest, there lived an old"
@@ -33,17 +33,6 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[CausalLMRuntime]:
         engine = smollm_runtime()
     yield engine
     engine.unload()
-
-
-def _whole(runtime: CausalLMRuntime, prompt: tuple[int, ...]) -> list[int]:
-    """Greedy tokens of one prompt prefilled whole, alone."""
-    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(99, prompt),)))
-    tokens = [int(out.logits[0].argmax())]
-    while len(tokens) < STEPS:
-        out = runtime.run_batch(GenerationStep(decode=((99, tokens[-1]),)))
-        tokens.append(int(out.logits[0].argmax()))
-    runtime.run_batch(GenerationStep(release=(99,)))
-    return tokens
 
 
 def _chunked(
@@ -72,7 +61,11 @@ def _chunked(
 
 def test_chunked_prompts_beside_decoding_rows_give_the_whole_prompts_tokens(runtime: CausalLMRuntime) -> None:
     story, question = tuple(runtime.encode(STORY)), tuple(runtime.encode(QUESTION))
-    alone = {1: _whole(runtime, story), 2: _whole(runtime, question), 3: _whole(runtime, story[:5])}
+    alone = {
+        1: solo_tokens(runtime, story, STEPS),
+        2: solo_tokens(runtime, question, STEPS),
+        3: solo_tokens(runtime, story[:5], STEPS),
+    }
     # the short prompt decodes from step 2 while the two long ones come in chunks of 5 and 7
     # (different chunk lengths in one forward pass: the shorter one is padded)
     got = _chunked(runtime, {1: story, 2: question, 3: story[:5]}, {1: 5, 2: 7, 3: 100})
@@ -92,7 +85,9 @@ def test_a_part_way_prompt_is_held_then_released(runtime: CausalLMRuntime) -> No
         NewSequence(9, story, prompt_logprobs=True, end=6)
     runtime.run_batch(GenerationStep(release=(7,)))
     assert runtime.running == ()
-    assert _chunked(runtime, {7: story}, {7: 6})[7] == _whole(runtime, story)  # the same id, afresh
+    assert _chunked(runtime, {7: story}, {7: 6})[7] == solo_tokens(
+        runtime, story, STEPS
+    )  # the same id, afresh
 
 
 def test_length_groups_bound_the_padding() -> None:

@@ -14,7 +14,7 @@ from runtimes.gguf_convert import CONVERTED
 from runtimes.onnx_generation import OnnxCausalLM
 from runtimes.peft_adapters import AdapterFormatError
 from runtimes.torch_generation import TorchCausalLM
-from tests.generation_models import SMOLLM_WORK, smollm_runtime
+from tests.generation_models import SMOLLM_WORK, smollm_runtime, solo_tokens
 
 PROMPT = "The capital of France is"
 
@@ -109,16 +109,6 @@ def test_the_onnx_engine_says_it_holds_no_adapters(tmp_path: Path) -> None:
         engine.load_adapter("x", tmp_path)
 
 
-def _greedy_alone(runtime: TorchCausalLM, ids: tuple[int, ...], adapter: str | None, steps: int) -> list[int]:
-    out = runtime.run_batch(GenerationStep(prefill=(NewSequence(500, ids, adapter=adapter),)))
-    tokens = [int(out.logits[0].argmax())]
-    while len(tokens) < steps:
-        out = runtime.run_batch(GenerationStep(decode=((500, tokens[-1]),)))
-        tokens.append(int(out.logits[0].argmax()))
-    runtime.run_batch(GenerationStep(release=(500,)))
-    return tokens
-
-
 def test_mixed_rows_joining_at_different_steps_match_running_alone(
     runtime: TorchCausalLM, adapters: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -141,7 +131,7 @@ def test_mixed_rows_joining_at_different_steps_match_running_alone(
         (5, "Water boils at", "lora@1"),
     ]
     ids = [tuple(runtime.encode(text)) for _, text, _ in plan]
-    alone = [_greedy_alone(runtime, ids[i], plan[i][2], steps) for i in range(len(plan))]
+    alone = [solo_tokens(runtime, ids[i], steps, plan[i][2]) for i in range(len(plan))]
     tokens: dict[int, list[int]] = {}
     done: set[int] = set()
     for step in range(steps + max(start for start, _, _ in plan)):
