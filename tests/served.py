@@ -141,6 +141,12 @@ class HostedKServe:
             self.output.append(line)
 
 
+# How a remote that is gone shows in the error, depending on timing: a new connection is refused
+# (httpx ConnectError, gRPC UNAVAILABLE), or a connection kept alive from earlier calls is closed
+# (RemoteProtocolError) or reset under the request (ReadError / WriteError).
+REFUSALS = ("ConnectError", "UNAVAILABLE", "RemoteProtocolError", "ReadError", "WriteError")
+
+
 class SwitchableProxy:
     """A plain TCP proxy on a free loopback port in front of ``target`` (host:port) that the
     test can turn into a remote that accepts connections but never answers (``silence()``),
