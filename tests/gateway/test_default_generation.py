@@ -10,6 +10,7 @@ there is one, and the graph is built once (about 20 s) and kept between runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -111,10 +113,43 @@ def test_concurrent_streams_batch_together_and_each_gets_its_solo_answer(
         "Why is the sky blue?",
         "What is the capital of Japan?",
     ]
-    solo = [_generate(stub, _chat(q), 16).generated_text for q in questions]
+    solo = [_greedy_tokens(stub, _chat(q)) for q in questions]
     with ThreadPoolExecutor(len(questions)) as pool:
-        together = list(pool.map(lambda q: _generate(stub, _chat(q), 16).generated_text, questions))
-    assert together == solo
+        together = list(pool.map(lambda q: _greedy_tokens(stub, _chat(q)), questions))
+    for question, alone, batched in zip(questions, solo, together, strict=True):
+        assert_same_greedy_answer(alone, batched, question)
+
+
+def _greedy_tokens(stub: nlp_grpc.NlpServiceStub, text: str) -> list[tuple[str, float]]:
+    """The greedy tokens of ``text`` (at most 16): each one's vocabulary entry and log-probability."""
+    request = nlp.TextGenerationTaskRequest(
+        text=text, max_new_tokens=16, generated_tokens=True, token_logprobs=True
+    )
+    result = stub.TextGenerationTaskPredict(request, metadata=META, timeout=300)
+    tokens = [(token.text, token.logprob) for token in result.tokens]
+    assert len(tokens) == result.generated_tokens > 0
+    return tokens
+
+
+def assert_same_greedy_answer(
+    alone: list[tuple[str, float]], batched: list[tuple[str, float]], why: str
+) -> None:
+    """A row of a batch gets its solo answer, token for token with the same log-probabilities,
+    except that the two may part at a near-tie. int4 MatMuls with int8 activations take another
+    MLAS kernel for 8 rows than for one, which rounds differently (up to about 0.2 nats apart on an
+    AVX2 machine; the same tokens on an AVX-512 one), and that can only flip the greedy choice
+    where the top two tokens are that close: neither is then more likely than 0.65. A row reading
+    another's cache, or a wrong position, parts at once and with confident tokens."""
+    parted = next((i for i, (a, b) in enumerate(zip(alone, batched, strict=False)) if a[0] != b[0]), None)
+    same = alone if parted is None else alone[:parted]
+    assert [t for t, _ in same] == [t for t, _ in batched[: len(same)]], why
+    np.testing.assert_allclose([lp for _, lp in same], [lp for _, lp in batched[: len(same)]], atol=0.25)
+    if parted is None:
+        assert len(alone) == len(batched), why
+        return
+    solo_choice, batch_choice = alone[parted][1], batched[parted][1]
+    near_tie = max(solo_choice, batch_choice) <= math.log(0.65) and abs(solo_choice - batch_choice) <= 0.6
+    assert near_tie, (why, parted, alone[parted], batched[parted])
 
 
 def test_rest_and_openai_doors(served: GatewayThread) -> None:

@@ -236,5 +236,8 @@ def test_prompt_logprobs_match_a_step_by_step_reading(runtime: GenaiCausalLM) ->
             out = runtime.run_batch(GenerationStep(decode=((7, token),)))
     runtime.run_batch(GenerationStep(release=(7,)))
     # int4 with int8 activations: a prompt pass (M rows) and one-row steps take different MLAS
-    # kernels, which round differently (measured up to 0.044 apart on these tokens)
-    np.testing.assert_allclose(logprobs, stepwise, atol=0.1)
+    # kernels, which round differently: measured up to 0.044 apart on these tokens on an AVX-512
+    # machine, 0.186 on an AVX2 one (where each prefix run as its own prompt pass gives the prompt
+    # pass's numbers, and decoding in place gives the copying path's exactly); a wrong position or
+    # cache is nats off
+    np.testing.assert_allclose(logprobs, stepwise, atol=0.25)

@@ -60,6 +60,10 @@ def client(tuning_gateway: GatewayThread) -> Iterator[openai.OpenAI]:
 @pytest.fixture(scope="module")
 def caikit(tuning_gateway: GatewayThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=tuning_gateway.gateway.addresses.http, timeout=300) as c:
+        # the base model loads (and builds its graph) once, waited for here: a request waits for
+        # a load only until its deadline, and a slow machine took longer (503 "still loading")
+        loaded = c.post(f"/management/models/{DEFAULT_GENERATION_MODEL}/load", timeout=1800)
+        assert loaded.status_code == 200 and loaded.json()["state"] == "LOADED", loaded.text
         yield c
 
 
