@@ -117,6 +117,8 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         self._past_names: list[str] = []
         self._output_names: list[str] = []
         self._geometry: tuple[int, int] = (0, 0)  # (kv_heads, head_size)
+        self._binding: Any = None  # the last decode step's IOBinding, and the cache values it binds
+        self._binding_cache: list[Any] | None = None
 
     # -- the engine ----------------------------------------------------------------------
     def _load_engine(self, folder: Path) -> int:
@@ -152,6 +154,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
 
     def _unload_engine(self) -> None:
         self._session = None
+        self._binding = self._binding_cache = None
 
     def _forward(self, inputs: ForwardInputs, cache: GqaCache | None) -> tuple[torch.Tensor, GqaCache]:
         import torch
@@ -208,16 +211,32 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
             _right_padded_mask(total),
             np.arange(rows, dtype=np.int64),
         )
-        binding = self._session.io_binding()
+        binding = self._binding_over(cache.bound)
         for name, array in zip(("input_ids", "attention_mask", genai_graph.LOGITS_ROWS), arrays, strict=True):
             binding.bind_cpu_input(name, array)
         logits = np.empty((rows, 1, self.vocab_size), np.float32)  # written by the run: no copy out
         binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
-        for past, present, value in zip(self._past_names, self._output_names[1:], cache.bound, strict=True):
-            binding.bind_ortvalue_input(past, value)
-            binding.bind_ortvalue_output(present, value)
         self._session.run_with_iobinding(binding)
         return torch.from_numpy(logits), GqaCache(cache.layers, total, cache.bound, cache.buffers)
+
+    def _release(self, seq_ids: set[int]) -> None:
+        super()._release(seq_ids)
+        if self._batch is None:  # idle: the binding no longer holds the last cache's buffers
+            self._binding = self._binding_cache = None
+
+    def _binding_over(self, bound: list[Any]) -> Any:
+        """The session's binding with every past and present bound to ``bound``. Consecutive
+        steps over the same buffers keep one binding: only the step's own inputs and logits are
+        bound again. Binding the 60 past and 60 present values anew each step took 0.45 ms of the
+        1.2 ms a one-row step spent outside ONNX Runtime (SmolLM2 int4, a slow 2-core machine)."""
+        if self._binding is not None and self._binding_cache is bound:
+            return self._binding
+        binding = self._session.io_binding()
+        for past, present, value in zip(self._past_names, self._output_names[1:], bound, strict=True):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+        self._binding, self._binding_cache = binding, bound
+        return binding
 
     def _forward_by_length(
         self, inputs: ForwardInputs, cache: GqaCache, real: np.ndarray
