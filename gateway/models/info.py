@@ -66,7 +66,7 @@ def quantization_info(folder: Path) -> dict[str, Any] | None:
     if data.get("runtime") == genai_graph.RUNTIME:  # ORT GenAI's graph: int4 unless "precision" says
         chosen = settings.get(genai_graph.PRECISION_SETTING) if isinstance(settings, dict) else None
         precision = chosen or genai_graph.DEFAULT_PRECISION
-        if precision not in genai_graph.PRECISIONS or precision == "fp32":
+        if precision not in genai_graph.PRECISIONS or not genai_graph.is_quantized(precision):
             return None
         return {"kind": precision, "report": genai_graph.graph_report(folder, precision)}
     kind = settings.get(quantize.SETTING) if isinstance(settings, dict) else None

@@ -75,11 +75,37 @@ def test_the_builder_graph_is_cached_checked_and_edited(runtime: GenaiCausalLM) 
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
+def test_the_int4_head4_variant_has_a_4_bit_head_and_answers_right() -> None:
+    variant = GenaiCausalLM(
+        source=smollm_gguf(),
+        work_dir=SMOLLM_WORK,
+        options={**SMOLLM_SETTINGS, "precision": "int4-head4"},
+        threads=THREADS,
+    )
+    variant.load()
+    try:
+        report = variant.quantization_report
+        assert report["passed"] and report["precision"] == "int4-head4", report
+        import onnx
+
+        folder = SMOLLM_WORK / "genai-int4-head4"
+        graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+        head = next(node for node in graph.node if list(node.output) == ["logits"])
+        attributes = {a.name: a.i for a in head.attribute}
+        assert head.op_type == "MatMulNBits" and attributes["bits"] == 4
+        for question, fact in {"What is the capital of France?": "Paris", "What is 2+2?": "4"}.items():
+            tokens = solo_tokens(variant, _chat(question), 12)
+            answer = variant.decode(tokens[: tokens.index(EOS_ID)] if EOS_ID in tokens else tokens)
+            assert fact in answer, (question, answer)
+    finally:
+        variant.unload()
+
+
 def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert factory_for("onnx-genai-causal-lm") is GenaiCausalLM
-    with pytest.raises(ValueError, match=r"precision.*int4, fp32"):
+    with pytest.raises(ValueError, match=r"precision.*int4, int4-head4, fp32"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"precision": "int2"}, threads=THREADS)
     with pytest.raises(ValueError, match="max_batch_size"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"max_batch_size": 0}, threads=THREADS)
