@@ -74,8 +74,9 @@ BUILDER_OPTIONS: dict[str, tuple[str, ...]] = {
     # (in-process, 2 threads, alternating runs, an AVX2 machine): a decode step 13.04 -> 11.70 ms
     # at one row and 74.2 -> 66.7 ms at 16; alone, lm_head's MatMul took 1.83 ms a row at 8 bits
     # and 0.88 at 4. Its answers kept the probe's facts there but part from fp32's sooner ("A week
-    # is equivalent to 7 days and 1 day."), and a 4-bit head has failed the probe before (with the
-    # builder's shared 4-bit table), so the default stays int4 and this one is probed like it.
+    # is equivalent to 7 days and 1 day."), and a 4-bit head has failed the probe before (the
+    # builder's default graph, on another machine), so the default stays int4 and this one is
+    # probed like it.
     "int4-head4": (
         "hf_token=false",
         "matmul_mixed_precision=mixed_layers:int8",
