@@ -85,9 +85,8 @@ def test_a_part_way_prompt_is_held_then_released(runtime: CausalLMRuntime) -> No
         NewSequence(9, story, prompt_logprobs=True, end=6)
     runtime.run_batch(GenerationStep(release=(7,)))
     assert runtime.running == ()
-    assert _chunked(runtime, {7: story}, {7: 6})[7] == solo_tokens(
-        runtime, story, STEPS
-    )  # the same id, afresh
+    whole = solo_tokens(runtime, story, STEPS)
+    assert _chunked(runtime, {7: story}, {7: 6})[7] == whole  # the same id, afresh
 
 
 def test_length_groups_bound_the_padding() -> None:
