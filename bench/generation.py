@@ -109,6 +109,9 @@ def describe_runtime(args: argparse.Namespace) -> None:
     threads = ThreadSettings(intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
     genai = manifest["runtime"] == genai_graph.RUNTIME
     args.generation_threads = threads.for_generation() if genai else args.intra_op_threads
+    # the precision whose graph ORT GenAI's Engine also runs in --peers (None: not a GenAI graph)
+    precision = manifest["settings"].get(genai_graph.PRECISION_SETTING, genai_graph.DEFAULT_PRECISION)
+    args.taskgate_precision = precision if genai else None
 
 
 # -- in-process baselines -----------------------------------------------------------------

@@ -11,7 +11,12 @@ same prompts, greedy, exactly --tokens new tokens per stream:
 - ONNX Runtime GenAI (bench/.venv-genai): int4 and fp32 models from its model builder, built from
   the gateway's own GGUF -> HF conversion into bench/.stores/generation-peers/ (cached), with
   the ByteLevel decoder fix (bench/peers/genai_tokenizer.py); measured through its Engine
-  (continuous batching) and as a static batch of N (og.Generator), 2 intra-op threads.
+  (continuous batching) and as a static batch of N (og.Generator), 2 intra-op threads. Its Engine
+  also runs the very graph Taskgate serves (the builder with the gateway's options for its
+  precision, ``runtimes.genai_graph.BUILDER_OPTIONS``; not the lm_head edit, which ORT GenAI does
+  not feed): Taskgate / that row compares the two engines on one graph, apart from the choice of
+  quantization mix (the builder's default all-4-bit graph is faster and loses probe facts that the
+  gateway's mix keeps, runtimes.genai_graph).
 
 Each peer also answers the fixed question greedily (QUESTION; right when it says EXPECTED): a
 quantized model can answer nonsense. A peer whose venv is missing gets a "not installed: <how>"
@@ -45,6 +50,7 @@ QUESTION = "What is the capital of France?"
 EXPECTED = "Paris"
 ANSWER_TOKENS = 32
 EOG_IDS = (0, 2)  # SmolLM2's <|endoftext|> and <|im_end|>: llama.cpp ends a generation on either
+TASKGATE_GRAPH = "taskgate-"  # genai_model's prefix: the graph Taskgate builds for a precision
 INSTALL = {
     "genai": "bash bench/peers/setup.sh genai",
     "llamacpp": "bash bench/peers/setup.sh llamacpp",
@@ -72,6 +78,7 @@ class System:
     cells: dict[int, Cell] = field(default_factory=dict)
     answer: str | None = None
     missing: str | None = None  # set instead of figures: "not installed: <how>" or what failed
+    same_graph: bool = False  # a peer engine on the graph Taskgate serves (not its own default)
 
     @property
     def answer_ok(self) -> bool | None:
@@ -122,6 +129,10 @@ def table(ours: System, peers: Sequence[System], concurrency: Sequence[int]) -> 
         else:
             value, best = found
             lines.append(f"- Taskgate / fastest peer at N={n}: {value:.3f} (fastest: {best.name})")
+        for peer in peers:
+            if peer.same_graph and n in peer.cells and n in ours.cells and peer.cells[n].tokens_per_s:
+                value = ours.cells[n].tokens_per_s / peer.cells[n].tokens_per_s
+                lines.append(f"- Taskgate / {peer.name} (the same graph) at N={n}: {value:.3f}")
     for system in (ours, *peers):
         if short := sum(c.short for c in system.cells.values()):
             lines.append(f"- {system.name}: {short} stream(s) ended short of the requested tokens")
@@ -231,17 +242,39 @@ def _genai(*args: str) -> dict[str, Any]:
 
 
 def genai_model(hf_folder: Path, precision: str, store: Path = PEER_STORE) -> Path:
-    """The ORT GenAI model built from ``hf_folder`` at ``precision`` (built once, then reused)."""
+    """The ORT GenAI model built from ``hf_folder`` at ``precision`` (built once, then reused):
+    a builder precision (int4, fp32), or ``taskgate-<p>``, the graph Taskgate builds for its
+    precision ``p`` (the builder with the gateway's extra options)."""
+    from runtimes import genai_graph
+
     out = store / f"ortgenai-{precision}"
+    options: list[str] = []
+    if precision.startswith(TASKGATE_GRAPH):
+        ours = precision.removeprefix(TASKGATE_GRAPH)
+        wanted = genai_graph.BUILDER_OPTIONS[ours]
+        options = [f"--option={o}" for o in wanted if not o.startswith("hf_token=")]
+        precision = "int4" if genai_graph.is_quantized(ours) else "fp32"
     _genai("build", "--hf", str(hf_folder), "--out", str(out), "--precision", precision,
-           "--cache", str(store / "builder-cache"))  # fmt: skip
+           "--cache", str(store / "builder-cache"), *options)  # fmt: skip
     return out
 
 
-def ort_genai(hf_folder: Path, streams: dict[int, list[str]], tokens: int, repeats: int) -> list[System]:
+def ort_genai(
+    hf_folder: Path,
+    streams: dict[int, list[str]],
+    tokens: int,
+    repeats: int,
+    taskgate_precision: str | None = None,
+) -> list[System]:
+    """ORT GenAI's rows; with ``taskgate_precision`` (Taskgate serves onnx-genai-causal-lm at that
+    precision) also its Engine on the graph Taskgate builds for it."""
     variants = [("int4", "engine"), ("int4", "static"), ("fp32", "static")]
     label = {"engine": "Engine API (continuous batching)", "static": "static batch of N (og.Generator)"}
     names = [f"ORT GenAI {p} {'Engine' if m == 'engine' else 'static batch'}" for p, m in variants]
+    ours = f"{TASKGATE_GRAPH}{taskgate_precision}"
+    if taskgate_precision is not None:
+        variants.append((ours, "engine"))
+        names.append(f"ORT GenAI Engine on Taskgate's {taskgate_precision} graph")
     if not venv_imports(GENAI_PYTHON, "onnxruntime_genai"):
         return [System(name, "", missing=f"not installed: {INSTALL['genai']}") for name in names]
     work = {"tokens": tokens, "repeats": repeats, "streams": {str(n): t for n, t in streams.items()}}
@@ -260,7 +293,8 @@ def ort_genai(hf_folder: Path, streams: dict[int, list[str]], tokens: int, repea
                     "answer", "--model", str(model), "--prompt", prompt, "--tokens", str(ANSWER_TOKENS)
                 )
                 answers[precision] = asked["answer"]
-            system = System(name, f"{label[mode]}, {THREADS} threads", answer=answers[precision])
+            detail = f"{label[mode]}, {THREADS} threads"
+            system = System(name, detail, answer=answers[precision], same_graph=precision == ours)
             system.cells = {int(n): Cell(**c) for n, c in cells.items()}
             systems.append(system)
     return systems
@@ -268,7 +302,12 @@ def ort_genai(hf_folder: Path, streams: dict[int, list[str]], tokens: int, repea
 
 # -- all peers -----------------------------------------------------------------------------
 def run_peers(
-    gguf: Path, hf_folder: Path, streams: dict[int, list[str]], tokens: int, repeats: int
+    gguf: Path,
+    hf_folder: Path,
+    streams: dict[int, list[str]],
+    tokens: int,
+    repeats: int,
+    taskgate_precision: str | None = None,
 ) -> list[System]:
     """Every peer, one after another (each alone on the cores); a peer that fails gets a row saying so."""
     peers: list[System] = []
@@ -277,7 +316,7 @@ def run_peers(
     except Exception as exc:  # a row that says what failed, and the other peers still run
         peers.append(System("llama.cpp server", "", missing=f"failed: {exc}"))
     try:
-        peers.extend(ort_genai(hf_folder, streams, tokens, repeats))
+        peers.extend(ort_genai(hf_folder, streams, tokens, repeats, taskgate_precision))
     except Exception as exc:
         peers.append(System("ORT GenAI", "", missing=f"failed: {exc}"))
     return peers
@@ -322,7 +361,8 @@ def section(
     from gateway.models.store import ModelStore
 
     gguf = ModelStore(args.store).manifest(model).source
-    peers = run_peers(gguf, hf_folder, streams, args.tokens, args.repeats)
+    precision = getattr(args, "taskgate_precision", None)
+    peers = run_peers(gguf, hf_folder, streams, args.tokens, args.repeats, precision)
     detail = (
         f"continuous batching, {getattr(args, 'runtime_name', 'its default runtime')}, "
         f"{getattr(args, 'generation_threads', args.intra_op_threads)} threads a step"

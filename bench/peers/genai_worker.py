@@ -1,13 +1,14 @@
 """ONNX Runtime GenAI peer for bench/generation.py; runs in bench/.venv-genai (bench/peers/setup.sh genai).
 
-    python genai_worker.py build --hf FOLDER --out DIR --precision int4|fp32 --cache DIR
+    python genai_worker.py build --hf FOLDER --out DIR --precision int4|fp32 --cache DIR [--option K=V ...]
     python genai_worker.py measure --model DIR --mode engine|static --work JSON --threads 2
     python genai_worker.py answer --model DIR --prompt TEXT --tokens 32
     python genai_worker.py roundtrip --model DIR --text TEXT
 
 ``build`` runs onnxruntime_genai's model builder on a Hugging Face folder (the gateway's own
 GGUF conversion), applies the ByteLevel decoder fix to its tokenizer.json (genai_tokenizer.py) and
-stamps the folder; a folder whose stamp matches is reused. ``measure`` reads
+stamps the folder; a folder whose stamp matches is reused. ``--option`` adds builder extra options
+(the gateway's own mix, so ORT GenAI can run the very graph Taskgate builds). ``measure`` reads
 ``{"tokens", "repeats", "streams": {N: [prompt, ...]}}`` and prints one JSON line
 ``{N: {"tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "short"}}`` (medians over the repeats):
 ``engine`` submits all N prompts to ORT GenAI's Engine (its continuous-batching scheduler) at once;
@@ -44,7 +45,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 # -- build ---------------------------------------------------------------------------------
-def build(hf: Path, out: Path, precision: str, cache: Path) -> None:
+def build(hf: Path, out: Path, precision: str, cache: Path, options: list[str]) -> None:
     import onnxruntime_genai as og
 
     source = hf / "fingerprint.json"
@@ -53,6 +54,8 @@ def build(hf: Path, out: Path, precision: str, cache: Path) -> None:
         "precision": precision,
         "onnxruntime_genai": og.__version__,
     }
+    if options:
+        expected["options"] = options
     stamp = out / STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == expected:
         print(json.dumps({"built": False, "model": str(out)}))
@@ -62,7 +65,7 @@ def build(hf: Path, out: Path, precision: str, cache: Path) -> None:
     log = out.parent / f"{out.name}.build.log"
     command = [
         sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(staging),
-        "-p", precision, "-e", "cpu", "-c", str(cache), "--extra_options", "hf_token=false",
+        "-p", precision, "-e", "cpu", "-c", str(cache), "--extra_options", "hf_token=false", *options,
     ]  # fmt: skip
     try:
         with log.open("w") as sink:
@@ -227,6 +230,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--precision", choices=["int4", "fp32"], required=True)
     p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--option", action="append", default=[], help="a builder extra option, K=V")
     p = sub.add_parser("measure")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--mode", choices=["engine", "static"], required=True)
@@ -243,7 +247,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.command == "build":
-        build(args.hf, args.out, args.precision, args.cache)
+        build(args.hf, args.out, args.precision, args.cache, args.option)
     elif args.command == "measure":
         measure(args.model, args.mode, json.loads(args.work.read_text()), args.threads)
     elif args.command == "answer":

@@ -87,6 +87,14 @@ def test_table_rows_ratios_answers_and_the_not_installed_row() -> None:
     assert "- llama: 2 stream(s) ended short of the requested tokens" in lines
 
 
+def test_table_compares_taskgate_with_a_peer_on_its_own_graph() -> None:
+    same = System("genai on ours", "engine", {1: Cell(16.0, 40, 40)}, answer="Paris.", same_graph=True)
+    lines = table(ours(), [*peers(), same], [1, 16]).splitlines()
+    assert "- Taskgate / genai on ours (the same graph) at N=1: 1.250" in lines
+    assert not any("(the same graph) at N=16" in line for line in lines)  # no figure at 16 streams
+    assert "- Taskgate / fastest peer at N=1: 0.500 (fastest: llama)" in lines
+
+
 def test_table_says_when_no_peer_was_measured() -> None:
     text = table(ours(), peers()[2:], [1, 16])
     assert "- Taskgate / fastest peer at N=1: no peer measured" in text.splitlines()
@@ -106,6 +114,8 @@ def test_a_peer_without_its_venv_is_a_not_installed_row(
         "ORT GenAI int4 static batch",
         "ORT GenAI fp32 static batch",
     ]
+    genai = ort_genai(tmp_path, streams, tokens=4, repeats=1, taskgate_precision="int4")
+    assert genai[-1].name == "ORT GenAI Engine on Taskgate's int4 graph"
     assert all(g.missing == "not installed: bash bench/peers/setup.sh genai" and not g.cells for g in genai)
 
 
