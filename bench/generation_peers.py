@@ -362,6 +362,10 @@ def section(
 
     gguf = ModelStore(args.store).manifest(model).source
     precision = getattr(args, "taskgate_precision", None)
+    if precision is not None:  # "auto": the graph the gateway chose (built by now)
+        from runtimes import genai_graph
+
+        precision = genai_graph.chosen_precision(Path(args.store) / model, precision)
     peers = run_peers(gguf, hf_folder, streams, args.tokens, args.repeats, precision)
     detail = (
         f"continuous batching, {getattr(args, 'runtime_name', 'its default runtime')}, "

@@ -8,7 +8,9 @@ builder makes it (``runtimes.genai_graph``, once, cached by fingerprint) from th
 operators ORT GenAI itself runs (GroupQueryAttention with rotary inside, SkipSimplifiedLayerNorm,
 4-bit MatMulNBits), and plain ONNX Runtime runs it; ``onnxruntime-genai`` is not imported here.
 
-    "runtime": "onnx-genai-causal-lm", "settings": {"precision": "int4"}   (default; or "fp32")
+    "runtime": "onnx-genai-causal-lm", "settings": {"precision": "auto"}
+    (default: the fastest graph that passes its probe, genai_graph.AUTO_ORDER; or "int4-head4",
+    "int4", "fp32")
 
 GroupQueryAttention takes no position ids and no left padding: each row's cache holds its tokens
 from column 0 (right-padded), ``attention_mask`` is right-padded too, and the operator derives a
@@ -113,6 +115,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
         )
         self._spinning = check_spinning(options.get(SPINNING_SETTING, DEFAULT_SPINNING))
         self.quantization_report: dict[str, Any] = {}
+        self.precision = self._precision  # the graph's once loaded (``auto`` resolves to one)
         self._session: Any = None
         self._past_names: list[str] = []
         self._output_names: list[str] = []
@@ -124,7 +127,7 @@ class GenaiCausalLM(CausalLMBase[GqaCache]):
     def _load_engine(self, folder: Path) -> int:
         import onnxruntime as ort
 
-        graph, self.quantization_report = genai_graph.graph_cached(
+        graph, self.quantization_report, self.precision = genai_graph.graph_chosen(
             folder, self._work_dir, self._precision, self._fixes.eos_token
         )
         options = ort.SessionOptions()

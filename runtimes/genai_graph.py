@@ -20,7 +20,8 @@ vocabulary projection of every prompt token.
 An int4 graph is checked like ``runtimes.quantize``'s int4 variant: the builder's fp32 graph is
 built beside it, both answer the probe questions greedily with the chat template, and the int4
 graph is refused (``QuantizationRefused``) unless it keeps every fact fp32 gets right. The
-report is kept in ``quantization.json`` beside the graph.
+report is kept in ``quantization.json`` beside the graph. The default precision, ``auto``, serves
+the first graph of ``AUTO_ORDER`` that passes (``graph_chosen``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ RUNTIME = "onnx-genai-causal-lm"  # the manifest's name of runtimes.genai_genera
 BUILDER_ENV = "TASKGATE_GENAI_BUILDER_PYTHON"
 BUILDER_VENV = ".venv-builder"  # beside the repository's .venv, made by make install
 BUILDER_PACKAGE = "onnxruntime-genai"
-PRECISIONS = ("int4", "int4-head4", "fp32")
+AUTO = "auto"
+PRECISIONS = (AUTO, "int4", "int4-head4", "fp32")
 PRECISION_SETTING = "precision"  # the manifest setting choosing one of PRECISIONS
-DEFAULT_PRECISION = "int4"
+DEFAULT_PRECISION = AUTO
+# "auto": the first of these whose graph passes its probe (fastest first; fp32 is never refused).
+# int4-head4's decode step is the fastest that has kept the probe's facts on SmolLM2-135M (an AVX2
+# machine, raw ORT, 2 threads, one row: 10.6 ms against int4's 12.0; the builder's all-4-bit
+# default, 9.7 ms, loses the week question with or without k-quant or an fp32 embedding); where
+# a CPU's rounding makes it lose a fact, int4 (the 8-bit head) is tried next.
+AUTO_ORDER = ("int4-head4", "int4", "fp32")
 LOGITS_ROWS = "logits_rows"  # int64 [K]: flat row-major indices into the [batch, positions] grid
 EDITS = 1  # bump when keep_rows changes: cached graphs are edited again
 PROBE_VERSION = 1
@@ -103,6 +111,40 @@ def check_precision(value: Any) -> str:
     return str(value)
 
 
+def graph_chosen(
+    folder: Path, work_dir: Path, precision: str, eos_token: str | None
+) -> tuple[Path, dict[str, Any], str]:
+    """``graph_cached`` for a concrete precision; for ``auto``, the first of AUTO_ORDER whose graph
+    passes its probe (each refusal is logged and kept in its folder's report, so a later load
+    goes straight to the graph chosen). Returns (graph folder, report, the precision served)."""
+    from runtimes.quantize import QuantizationRefused
+
+    if check_precision(precision) != AUTO:
+        return (*graph_cached(folder, work_dir, precision, eos_token), precision)
+    for candidate in AUTO_ORDER:
+        try:
+            graph, report = graph_cached(folder, work_dir, candidate, eos_token)
+        except QuantizationRefused as refused:
+            log.warning("precision auto: %s; trying the next precision", refused)
+            continue
+        return graph, report, candidate
+    raise AssertionError(f"{AUTO_ORDER[-1]} is never refused")  # pragma: no cover
+
+
+def chosen_precision(work_dir: Path, precision: str) -> str | None:
+    """The precision a model's ``precision`` setting serves, from the reports built so far: itself
+    unless ``auto``, then the first of AUTO_ORDER not refused (None before anything is built)."""
+    if precision != AUTO:
+        return precision
+    for candidate in AUTO_ORDER:
+        report = graph_report(work_dir, candidate)
+        if report is None:
+            return None
+        if report.get("passed"):
+            return candidate
+    return None
+
+
 def is_quantized(precision: str) -> bool:
     """Whether a precision's graph is 4-bit (int4, int4-head4): probed against fp32 when built."""
     return precision.startswith("int4")
@@ -150,7 +192,8 @@ def graph_cached(
 
     from runtimes.quantize import QuantizationRefused
 
-    check_precision(precision)
+    if check_precision(precision) == AUTO:
+        raise ValueError(f"precision {AUTO!r} names no graph of its own: graph_chosen resolves it")
     target = work_dir / f"genai-{precision}"
     python = builder_python()
     expected = {

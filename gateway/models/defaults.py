@@ -16,7 +16,8 @@ DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
 # here (1 thread: 24 vs 13 tok/s at batch 1, 116 vs 58 at batch 8), with the same greedy tokens.
 GENERATION_RUNTIME = "onnx-causal-lm"
 # The embedded SmolLM2 runs ONNX Runtime GenAI's builder graph (fused GroupQueryAttention, int4
-# MatMulNBits with 8-bit lm_head and sensitive layers) under the same scheduler: one decode step
+# MatMulNBits with 8-bit sensitive layers; precision "auto": the 4-bit lm_head where its probe
+# passes, else the 8-bit one, runtimes.genai_graph.AUTO_ORDER) under the same scheduler: one decode step
 # 7 ms for one row and 33 ms for 16 (raw, 1 thread) against 34 ms and ~150 ms for the Optimum
 # export's fp32 above. Models inferred from an upload keep GENERATION_RUNTIME, which exports any
 # architecture Optimum knows; the builder knows fewer (Llama, Mistral, Phi, Qwen, Gemma, ...).
@@ -25,7 +26,7 @@ DEFAULT_GENERATION_RUNTIME = "onnx-genai-causal-lm"
 # (--max-inflight-per-model counts encoder work), and an admitted request waits about
 # max_queue / max_batch_size waves before its own: with 64 waiting, bench/overload.py measured
 # admitted p99 at 4-5x the p99 at capacity under 10x load; with 16 (one wave) about 1-2x.
-SMOLLM2_SETTINGS = {"eos_token": "<|im_end|>", "max_batch_size": 16, "max_queue": 16, "precision": "int4"}
+SMOLLM2_SETTINGS = {"eos_token": "<|im_end|>", "max_batch_size": 16, "max_queue": 16, "precision": "auto"}
 
 
 def package_folder(package: str, sub: str) -> Path:

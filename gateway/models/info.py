@@ -63,10 +63,15 @@ def quantization_info(folder: Path) -> dict[str, Any] | None:
     except ManifestError:
         return None
     settings = data.get("settings")
-    if data.get("runtime") == genai_graph.RUNTIME:  # ORT GenAI's graph: int4 unless "precision" says
+    if data.get("runtime") == genai_graph.RUNTIME:  # ORT GenAI's graph: auto unless "precision" says
         chosen = settings.get(genai_graph.PRECISION_SETTING) if isinstance(settings, dict) else None
-        precision = chosen or genai_graph.DEFAULT_PRECISION
-        if precision not in genai_graph.PRECISIONS or not genai_graph.is_quantized(precision):
+        asked = chosen or genai_graph.DEFAULT_PRECISION
+        if asked not in genai_graph.PRECISIONS:
+            return None
+        precision = genai_graph.chosen_precision(folder, asked)
+        if precision is None:  # auto, before its graph is built: the report is null until then
+            return {"kind": asked, "report": None}
+        if not genai_graph.is_quantized(precision):
             return None
         return {"kind": precision, "report": genai_graph.graph_report(folder, precision)}
     kind = settings.get(quantize.SETTING) if isinstance(settings, dict) else None

@@ -73,7 +73,7 @@ def _generate(stub: nlp_grpc.NlpServiceStub, text: str, tokens: int = 24) -> nlp
 def test_the_shipped_manifest_names_the_genai_runtime(default_store: Path) -> None:
     manifest = json.loads((default_store / SMOL / "manifest.json").read_text())
     assert manifest["runtime"] == "onnx-genai-causal-lm"
-    assert manifest["settings"]["precision"] == "int4"
+    assert manifest["settings"]["precision"] == "auto"
 
 
 def test_greedy_answers_to_fixed_questions_are_right_over_grpc(stub: nlp_grpc.NlpServiceStub) -> None:
@@ -167,7 +167,8 @@ def test_rest_and_openai_doors(served: GatewayThread) -> None:
         smol = info[SMOL]
         assert smol["module_id"] == "onnx-genai-causal-lm" and smol["loaded"]
         quantization = smol["metadata"]["quantization"]
-        assert quantization["kind"] == "int4" and quantization["report"]["passed"] is True
+        # auto: the 4-bit head where its probe passes (runtimes.genai_graph.AUTO_ORDER), else int4
+        assert quantization["kind"] in ("int4-head4", "int4") and quantization["report"]["passed"] is True
     with openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120) as client:
         chat = client.chat.completions.create(
             model=SMOL,

@@ -2,8 +2,10 @@
 probe, the right-padded cache under the base's left-padded batch, chunked prefill, identity.
 
 The graph is built once by ONNX Runtime GenAI's model builder (``.venv-builder``, made by
-``make install``) into ``.cache/test-generation/smollm2.../genai-int4`` beside the GGUF
-conversion, and checked against the builder's fp32 graph on the probe questions.
+``make install``) into ``.cache/test-generation/smollm2.../genai-<precision>`` beside the GGUF
+conversion, and checked against the builder's fp32 graph on the probe questions: the runtime
+under test serves the default precision, auto (int4-head4 where its probe passes), and one test
+builds the int4 graph (the 8-bit lm_head auto falls back to).
 """
 
 from __future__ import annotations
@@ -47,15 +49,32 @@ def _chat(question: str) -> str:
     return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_the_builder_graph_is_cached_checked_and_edited(runtime: GenaiCausalLM) -> None:
-    folder = SMOLLM_WORK / "genai-int4"
+def _head_bits(folder: Path) -> int:
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    head = next(node for node in graph.node if list(node.output) == ["logits"])
+    assert head.op_type == "MatMulNBits"
+    return next(a.i for a in head.attribute if a.name == "bits")
+
+
+def test_auto_serves_the_fastest_graph_that_passes_its_probe_cached_and_edited(
+    runtime: GenaiCausalLM,
+) -> None:
+    # the default precision, auto: int4-head4 (4-bit lm_head) unless its probe fails on this CPU
+    head4 = genai_graph.graph_report(SMOLLM_WORK, "int4-head4")
+    assert head4 is not None
+    assert runtime.precision == ("int4-head4" if head4["passed"] else "int4"), head4.get("verdict")
+    folder = SMOLLM_WORK / f"genai-{runtime.precision}"
     stamp = json.loads((folder / genai_graph.FINGERPRINT).read_text())
-    assert stamp["precision"] == "int4" and stamp["builder"] == "0.18.0"
+    assert stamp["precision"] == runtime.precision and stamp["builder"] == "0.18.0"
     before, inode = (folder / "model.onnx").stat().st_mtime_ns, folder.stat().st_ino
-    again, report = genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, SMOLLM_WORK, "int4", "<|im_end|>")
-    assert again == folder and folder.stat().st_ino == inode  # no second build
+    source = SMOLLM_WORK / CONVERTED
+    again, report, precision = genai_graph.graph_chosen(source, SMOLLM_WORK, "auto", "<|im_end|>")
+    assert (again, precision) == (folder, runtime.precision) and folder.stat().st_ino == inode  # no rebuild
     assert (folder / "model.onnx").stat().st_mtime_ns == before
-    # the probe against the builder's fp32 graph: every fact kept (the 8-bit lm_head keeps "7 days")
+    assert genai_graph.chosen_precision(SMOLLM_WORK, "auto") == runtime.precision
+    # the probe against the builder's fp32 graph: every fact kept
     assert report["passed"] and runtime.quantization_report == report
     assert all(q["fp32_right"] and q["int4_right"] for q in report["questions"])
     assert report["quantized_bytes"] < report["fp32_bytes"] / 2
@@ -65,8 +84,7 @@ def test_the_builder_graph_is_cached_checked_and_edited(runtime: GenaiCausalLM) 
     graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
     ops = {node.op_type for node in graph.node}
     assert {"GroupQueryAttention", "MatMulNBits", "SkipSimplifiedLayerNormalization"} <= ops
-    head = next(node for node in graph.node if list(node.output) == ["logits"])
-    assert any(a.name == "bits" and a.i == 8 for a in head.attribute)
+    assert _head_bits(folder) == (4 if runtime.precision == "int4-head4" else 8)
     assert genai_graph.LOGITS_ROWS in {i.name for i in graph.input}
     assert not genai_graph.keep_rows(onnx.load(str(folder / "model.onnx"), load_external_data=False))
     # its workers spin only while a step runs (the default): woken per operator otherwise
@@ -75,24 +93,18 @@ def test_the_builder_graph_is_cached_checked_and_edited(runtime: GenaiCausalLM) 
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
-def test_the_int4_head4_variant_has_a_4_bit_head_and_answers_right() -> None:
+def test_the_int4_precision_has_an_8_bit_head_and_answers_right() -> None:
     variant = GenaiCausalLM(
         source=smollm_gguf(),
         work_dir=SMOLLM_WORK,
-        options={**SMOLLM_SETTINGS, "precision": "int4-head4"},
+        options={**SMOLLM_SETTINGS, "precision": "int4"},
         threads=THREADS,
     )
     variant.load()
     try:
         report = variant.quantization_report
-        assert report["passed"] and report["precision"] == "int4-head4", report
-        import onnx
-
-        folder = SMOLLM_WORK / "genai-int4-head4"
-        graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
-        head = next(node for node in graph.node if list(node.output) == ["logits"])
-        attributes = {a.name: a.i for a in head.attribute}
-        assert head.op_type == "MatMulNBits" and attributes["bits"] == 4
+        assert variant.precision == "int4" and report["passed"] and report["precision"] == "int4", report
+        assert _head_bits(SMOLLM_WORK / "genai-int4") == 8
         for question, fact in {"What is the capital of France?": "Paris", "What is 2+2?": "4"}.items():
             tokens = solo_tokens(variant, _chat(question), 12)
             answer = variant.decode(tokens[: tokens.index(EOS_ID)] if EOS_ID in tokens else tokens)
@@ -101,11 +113,50 @@ def test_the_int4_head4_variant_has_a_4_bit_head_and_answers_right() -> None:
         variant.unload()
 
 
+def _fake_graph(work_dir: Path, precision: str, passed: bool) -> Path:
+    """A built-looking graph folder of ``precision`` (current stamp, empty model) with a report."""
+    folder = work_dir / f"genai-{precision}"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"")
+    expected = {
+        "source_sha256": genai_graph.fingerprint(SMOLLM_WORK / CONVERTED),
+        "precision": precision,
+        "eos_token": "<|im_end|>",
+        "builder_options": list(genai_graph.BUILDER_OPTIONS[precision]),
+        "graph_edits": genai_graph.EDITS,
+        "probe_version": genai_graph.PROBE_VERSION,
+        "onnxruntime": __import__("onnxruntime").__version__,
+    }
+    (folder / genai_graph.FINGERPRINT).write_text(json.dumps(expected))
+    verdict = f"{precision} loses the expected fact on 1 of 3 questions" if not passed else "kept"
+    (folder / genai_graph.REPORT).write_text(json.dumps({"passed": passed, "verdict": verdict}))
+    return folder
+
+
+def test_auto_falls_back_past_a_refused_graph_and_remembers_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert genai_graph.chosen_precision(tmp_path, "auto") is None  # nothing built yet
+    _fake_graph(tmp_path, "int4-head4", passed=False)
+    assert genai_graph.chosen_precision(tmp_path, "auto") is None  # int4 not built yet
+    int4 = _fake_graph(tmp_path, "int4", passed=True)
+    with caplog.at_level("WARNING", logger="runtimes.genai_graph"):
+        graph, report, precision = genai_graph.graph_chosen(
+            SMOLLM_WORK / CONVERTED, tmp_path, "auto", "<|im_end|>"
+        )
+    assert (graph, precision, report["passed"]) == (int4, "int4", True)  # refusals are not rebuilt
+    assert "int4-head4 graph refused: int4-head4 loses the expected fact" in caplog.text
+    assert genai_graph.chosen_precision(tmp_path, "auto") == "int4"
+    assert genai_graph.chosen_precision(tmp_path, "fp32") == "fp32"  # a concrete precision is itself
+    with pytest.raises(ValueError, match="graph_chosen resolves it"):
+        genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, tmp_path, "auto", "<|im_end|>")
+
+
 def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert factory_for("onnx-genai-causal-lm") is GenaiCausalLM
-    with pytest.raises(ValueError, match=r"precision.*int4, int4-head4, fp32"):
+    with pytest.raises(ValueError, match=r"precision.*auto, int4, int4-head4, fp32"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"precision": "int2"}, threads=THREADS)
     with pytest.raises(ValueError, match="max_batch_size"):
         GenaiCausalLM(source=smollm_gguf(), work_dir=tmp_path, options={"max_batch_size": 0}, threads=THREADS)
@@ -118,21 +169,7 @@ def test_settings_are_checked_and_a_missing_builder_says_how_to_install_it(
 
 
 def test_a_graph_that_loses_a_fact_is_refused_with_the_figures(tmp_path: Path) -> None:
-    folder = tmp_path / "genai-int4"
-    folder.mkdir()
-    report = {"passed": False, "verdict": "int4 loses the expected fact on 1 of 3 questions"}
-    (folder / "model.onnx").write_bytes(b"")
-    expected = {
-        "source_sha256": genai_graph.fingerprint(SMOLLM_WORK / CONVERTED),
-        "precision": "int4",
-        "eos_token": "<|im_end|>",
-        "builder_options": list(genai_graph.BUILDER_OPTIONS["int4"]),
-        "graph_edits": genai_graph.EDITS,
-        "probe_version": genai_graph.PROBE_VERSION,
-        "onnxruntime": __import__("onnxruntime").__version__,
-    }
-    (folder / genai_graph.FINGERPRINT).write_text(json.dumps(expected))
-    (folder / genai_graph.REPORT).write_text(json.dumps(report))
+    _fake_graph(tmp_path, "int4", passed=False)
     with pytest.raises(QuantizationRefused, match="loses the expected fact on 1 of 3"):
         genai_graph.graph_cached(SMOLLM_WORK / CONVERTED, tmp_path, "int4", "<|im_end|>")
 

@@ -163,7 +163,7 @@ def test_an_invalid_quantization_is_a_clear_manifest_error(http: httpx.Client) -
         ("onnx-encoder", {"quantization_min_cosine_row": True}, ["(0, 1]"]),
         ("torch-causal-lm", {"quantization": "int4"}, ["unknown setting 'quantization'"]),
         ("kserve-v2", {"quantization": "int8"}, ["unknown setting 'quantization'"]),
-        ("onnx-genai-causal-lm", {"precision": "int8"}, ["one of int4, int4-head4, fp32", "'int8'"]),
+        ("onnx-genai-causal-lm", {"precision": "int8"}, ["one of auto, int4, int4-head4, fp32", "'int8'"]),
         ("onnx-genai-causal-lm", {"quantization": "int4"}, ["unknown setting 'quantization'"]),
         ("onnx-genai-causal-lm", {"spinning": 1}, ["off, while_running, always", "true / false"]),
         ("onnx-causal-lm", {"precision": "int4"}, ["unknown setting 'precision'"]),
