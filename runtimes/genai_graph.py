@@ -60,7 +60,7 @@ DEFAULT_PRECISION = AUTO
 AUTO_ORDER = ("int4-head4", "int4", "fp32")
 LOGITS_ROWS = "logits_rows"  # int64 [K]: flat row-major indices into the [batch, positions] grid
 EDITS = 1  # bump when keep_rows changes: cached graphs are edited again
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # quantize.PROBE_VERSION's reasons: the probe (quantize_checks) changed
 # The builder's extra options per precision. int4: MatMuls at 4 bits (block 32, symmetric,
 # accuracy level 4: int8 activations), with lm_head ("last_matmul") and the quantization-sensitive
 # layers llama.cpp promotes in its Q4_K_M mix ("mixed_layers": qkv / v / down projections of the

@@ -13,7 +13,9 @@ int4 check: each of ``PROBE_QUESTIONS`` is asked with the model's chat template 
 system prompt included, which is where quantized models have been seen to derail) and answered
 greedily by fp32 and by int4, up to the eos token or ``PROBE_TOKENS`` tokens. The variant passes
 when every question whose expected fact fp32's answer holds is answered with that fact by int4
-too, and fp32 answers at least one (otherwise the probe cannot judge this model). How many of
+too, and fp32 answers at least one (otherwise the probe cannot judge this model). A numeric fact
+must be the answer's first number ("There are 30 days in a week, which is 30 x 7 = 180 days"
+holds a 7 but states 30: an all-4-bit SmolLM2 graph answered so and passed a substring check). How many of
 the first greedy tokens agree with fp32 is reported too, as information: int4 may word the same
 fact differently. The loop feeds the graph exactly what ``OnnxCausalLM`` feeds it (input ids,
 attention mask, position ids, past keys and values, logits and present outputs), so it also
@@ -22,6 +24,7 @@ proves the quantized graph keeps that layout.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -275,9 +278,17 @@ def quantize_int4(model: Any, settings: dict[str, Any]) -> Any:
     return quantizer.model
 
 
+_NUMBER = re.compile(r"\b(?:\d+|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b")
+
+
 def _holds(text: str, facts: tuple[str, ...]) -> bool:
+    """Whether ``text`` states one of ``facts``: a number as its first number, a word anywhere."""
     lowered = text.lower()
-    return any(fact.lower() in lowered for fact in facts)
+    wanted = {fact.lower() for fact in facts}
+    if all(_NUMBER.fullmatch(fact) for fact in wanted):
+        first = _NUMBER.search(lowered)
+        return first is not None and first.group(0) in wanted
+    return any(fact in lowered for fact in wanted)
 
 
 def chat_prompts(folder: Path, eos_token: str | None) -> tuple[list[list[int]], int, Any]:
