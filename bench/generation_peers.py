@@ -253,7 +253,7 @@ def genai_model(hf_folder: Path, precision: str, store: Path = PEER_STORE) -> Pa
         ours = precision.removeprefix(TASKGATE_GRAPH)
         wanted = genai_graph.BUILDER_OPTIONS[ours]
         options = [f"--option={o}" for o in wanted if not o.startswith("hf_token=")]
-        precision = "int4" if genai_graph.is_quantized(ours) else "fp32"
+        precision = genai_graph.builder_precision(ours)
     _genai("build", "--hf", str(hf_folder), "--out", str(out), "--precision", precision,
            "--cache", str(store / "builder-cache"), *options)  # fmt: skip
     return out

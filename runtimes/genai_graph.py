@@ -78,13 +78,13 @@ BUILDER_OPTIONS: dict[str, tuple[str, ...]] = {
         "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8",
         "shared_embeddings=false",
     ),
-    # int4-head4 (opt-in, measured faster): int4's mix with lm_head at 4 bits too. On SmolLM2-135M
-    # (in-process, 2 threads, alternating runs, an AVX2 machine): a decode step 13.04 -> 11.70 ms
-    # at one row and 74.2 -> 66.7 ms at 16; alone, lm_head's MatMul took 1.83 ms a row at 8 bits
-    # and 0.88 at 4. Its answers kept the probe's facts there but part from fp32's sooner ("A week
-    # is equivalent to 7 days and 1 day."), and a 4-bit head has failed the probe before (the
-    # builder's default graph, on another machine), so the default stays int4 and this one is
-    # probed like it.
+    # int4-head4 (auto's first choice, measured faster): int4's mix with lm_head at 4 bits too. On
+    # SmolLM2-135M (in-process, 2 threads, alternating runs, an AVX2 machine): a decode step 13.04
+    # -> 11.70 ms at one row and 74.2 -> 66.7 ms at 16; alone, lm_head's MatMul took 1.83 ms a row
+    # at 8 bits and 0.88 at 4. Its answers kept the probe's facts there but part from fp32's sooner
+    # ("A week is equivalent to 7 days and 1 day."), and a 4-bit head has failed the probe before
+    # (the builder's default graph, on another machine), so it is probed like int4, which auto
+    # serves where it is refused.
     "int4-head4": (
         "hf_token=false",
         "matmul_mixed_precision=mixed_layers:int8",
@@ -143,6 +143,12 @@ def chosen_precision(work_dir: Path, precision: str) -> str | None:
         if report.get("passed"):
             return candidate
     return None
+
+
+def builder_precision(precision: str) -> str:
+    """The model builder's ``-p`` for one of our concrete precisions (int4-head4 is int4 with other
+    options, BUILDER_OPTIONS)."""
+    return "int4" if is_quantized(precision) else precision
 
 
 def is_quantized(precision: str) -> bool:
@@ -264,7 +270,7 @@ def _run_builder(python: Path, folder: Path, output: Path, precision: str) -> No
     cache = output / ".builder-cache"
     command = [
         str(python), "-m", "onnxruntime_genai.models.builder", "-i", str(folder), "-o", str(output),
-        "-p", "int4" if is_quantized(precision) else precision, "-e", "cpu", "-c", str(cache),
+        "-p", builder_precision(precision), "-e", "cpu", "-c", str(cache),
         "--extra_options", *BUILDER_OPTIONS[precision],
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

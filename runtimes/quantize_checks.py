@@ -15,9 +15,9 @@ greedily by fp32 and by int4, up to the eos token or ``PROBE_TOKENS`` tokens. Th
 when every question whose expected fact fp32's answer holds is answered with that fact by int4
 too, and fp32 answers at least one (otherwise the probe cannot judge this model). A numeric fact
 must be the answer's first number ("There are 30 days in a week, which is 30 x 7 = 180 days"
-holds a 7 but states 30: an all-4-bit SmolLM2 graph answered so and passed a substring check). How many of
-the first greedy tokens agree with fp32 is reported too, as information: int4 may word the same
-fact differently. The loop feeds the graph exactly what ``OnnxCausalLM`` feeds it (input ids,
+holds a 7 but states 30: an all-4-bit SmolLM2 graph answered so and passed a substring check).
+How many of the first greedy tokens agree with fp32 is reported too, as information: int4 may
+word the same fact differently. The loop feeds the graph exactly what ``OnnxCausalLM`` feeds it (input ids,
 attention mask, position ids, past keys and values, logits and present outputs), so it also
 proves the quantized graph keeps that layout.
 """

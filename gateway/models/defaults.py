@@ -17,9 +17,9 @@ DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
 GENERATION_RUNTIME = "onnx-causal-lm"
 # The embedded SmolLM2 runs ONNX Runtime GenAI's builder graph (fused GroupQueryAttention, int4
 # MatMulNBits with 8-bit sensitive layers; precision "auto": the 4-bit lm_head where its probe
-# passes, else the 8-bit one, runtimes.genai_graph.AUTO_ORDER) under the same scheduler: one decode step
-# 7 ms for one row and 33 ms for 16 (raw, 1 thread) against 34 ms and ~150 ms for the Optimum
-# export's fp32 above. Models inferred from an upload keep GENERATION_RUNTIME, which exports any
+# passes, else the 8-bit one, runtimes.genai_graph.AUTO_ORDER) under the same scheduler: one
+# decode step 7 ms for one row and 33 ms for 16 (raw, 1 thread) against 34 ms and ~150 ms for the
+# Optimum export's fp32 above. Models inferred from an upload keep GENERATION_RUNTIME, which exports any
 # architecture Optimum knows; the builder knows fewer (Llama, Mistral, Phi, Qwen, Gemma, ...).
 DEFAULT_GENERATION_RUNTIME = "onnx-genai-causal-lm"
 # max_queue: requests waiting for one of the 16 slots. Generation is admitted by this queue alone
